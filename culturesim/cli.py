@@ -1,0 +1,122 @@
+"""The `culturesim` command line."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from culturesim import __version__
+from culturesim.models.base import GenerationParams, ModelError
+
+app = typer.Typer(
+    name="culturesim",
+    help="Simulate cultural interactions, build training corpora, fine-tune and evaluate.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(help="Language model backends.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+console = Console()
+errors = Console(stderr=True)
+
+ModelOption = Annotated[
+    str, typer.Option("--model", "-m", help="smollm2 | PATH | hf:ID | openai:MODEL@URL")
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"culturesim {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """culturesim command line."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own progress bars speak for long work
+
+
+def fail(message: str) -> typer.Exit:
+    errors.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code=1)
+
+
+@models_app.command("list")
+def models_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the model backends and whether each can run here."""
+    from culturesim.models.registry import list_backends
+
+    backends = list_backends()
+    if as_json:
+        typer.echo(json.dumps([asdict(b) for b in backends], indent=2))
+        return
+    table = Table("backend", "spec", "description", "ready", "detail")
+    for b in backends:
+        table.add_row(b.name, b.spec, b.description, "yes" if b.available else "no", b.detail)
+    console.print(table)
+
+
+@app.command()
+def chat(
+    message: Annotated[str, typer.Argument(help="What to say to the model.")],
+    model: ModelOption = "smollm2",
+    system: Annotated[str | None, typer.Option(help="A system prompt.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 160,
+    temperature: Annotated[float, typer.Option(min=0.0)] = 0.0,
+    seed: Annotated[int | None, typer.Option()] = None,
+    adapter: Annotated[str | None, typer.Option(help="A LoRA adapter directory.")] = None,
+) -> None:
+    """Send one message and print the model's reply."""
+    from culturesim.models.registry import build_model
+
+    try:
+        lm = build_model(model, adapter=adapter)
+    except ModelError as error:
+        raise fail(str(error)) from error
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": message}
+    ]
+    params = GenerationParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+    (reply,) = lm.generate([messages], params)  # type: ignore[list-item]
+    typer.echo(reply.text.strip())
+
+
+@app.command()
+def serve(
+    model: ModelOption = "smollm2",
+    host: Annotated[
+        str, typer.Option(help="Bind address; keep 127.0.0.1 unless you add auth.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+    max_batch_size: Annotated[int, typer.Option(min=1)] = 32,
+) -> None:
+    """Serve a local model over an OpenAI-compatible API (chat and text completions)."""
+    import uvicorn
+
+    from culturesim.models.registry import build_model
+    from culturesim.models.server import create_app
+    from culturesim.models.transformers_backend import TransformersModel
+
+    lm = build_model(model)
+    if not isinstance(lm, TransformersModel):
+        raise fail("serve runs in-process models only (smollm2 or a local model directory)")
+    uvicorn.run(
+        create_app(lm, max_batch_size=max_batch_size), host=host, port=port, log_level="warning"
+    )
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Surveys, metrics and reports."""

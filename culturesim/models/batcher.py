@@ -1,0 +1,182 @@
+"""The Batcher: many concurrent callers, one model, full batches.
+
+Agents in concurrent conversations each ask for one completion at a time. Sent one by one, a
+simulation of 64 dialogues would cost 64 sequential generations per turn. The Batcher collects
+single requests from any number of threads or asyncio tasks and sends them to the backend
+together: a batch leaves when it is full (`max_batch_size`) or when its oldest request has waited
+`max_wait_s`. While the backend works on one batch, the next fills up.
+
+Each request gets its own Future, resolved with exactly its own result; a backend error fails
+every request of that batch with the same exception, and the Batcher goes on serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from culturesim.models.base import (
+    Completion,
+    GenerationParams,
+    LanguageModel,
+    Prompt,
+    check_candidates,
+    per_prompt_params,
+)
+
+
+@dataclass
+class _Request:
+    operation: Literal["generate", "score"]
+    prompt: Prompt
+    argument: Any
+    future: Future[Any] = field(default_factory=Future)
+    arrived: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class BatchStats:
+    batches: int = 0
+    requests: int = 0
+    largest_batch: int = 0
+
+    @property
+    def mean_batch_size(self) -> float:
+        return self.requests / self.batches if self.batches else 0.0
+
+
+class Batcher:
+    """A LanguageModel that merges concurrent single requests into backend batches."""
+
+    def __init__(
+        self, model: LanguageModel, *, max_batch_size: int = 32, max_wait_s: float = 0.02
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
+        self.model = model
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_s
+        self.stats = BatchStats()
+        self._queue: list[_Request] = []
+        self._condition = threading.Condition()
+        self._closed = False
+        self._worker = threading.Thread(target=self._serve, name="culturesim-batcher", daemon=True)
+        self._worker.start()
+
+    @property
+    def model_id(self) -> str:
+        return self.model.model_id
+
+    # ------------------------------------------------------------------ submitting
+
+    def _submit(self, request: _Request) -> Future[Any]:
+        with self._condition:
+            if self._closed:
+                raise RuntimeError("the Batcher is closed")
+            self._queue.append(request)
+            self._condition.notify()
+        return request.future
+
+    def submit_generate(
+        self, prompt: Prompt, params: GenerationParams = GenerationParams()
+    ) -> Future[Completion]:
+        return self._submit(_Request("generate", prompt, params))
+
+    def submit_score(self, prompt: Prompt, candidates: Sequence[str]) -> Future[list[float]]:
+        check_candidates([prompt], [candidates])
+        return self._submit(_Request("score", prompt, list(candidates)))
+
+    async def agenerate(
+        self, prompt: Prompt, params: GenerationParams = GenerationParams()
+    ) -> Completion:
+        return await asyncio.wrap_future(self.submit_generate(prompt, params))
+
+    async def ascore(self, prompt: Prompt, candidates: Sequence[str]) -> list[float]:
+        return await asyncio.wrap_future(self.submit_score(prompt, candidates))
+
+    # ------------------------------------------------------------------ the LanguageModel protocol
+
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        params: GenerationParams | Sequence[GenerationParams] = GenerationParams(),
+    ) -> list[Completion]:
+        settings = per_prompt_params(params, len(prompts))
+        futures = [self.submit_generate(p, s) for p, s in zip(prompts, settings, strict=True)]
+        return [f.result() for f in futures]
+
+    def score(
+        self, prompts: Sequence[Prompt], candidates: Sequence[Sequence[str]]
+    ) -> list[list[float]]:
+        check_candidates(prompts, candidates)
+        futures = [self.submit_score(p, c) for p, c in zip(prompts, candidates, strict=True)]
+        return [f.result() for f in futures]
+
+    # ------------------------------------------------------------------ serving
+
+    def _take_batch(self) -> list[_Request] | None:
+        """Wait for a batch to be due and take it; None once closed and drained."""
+        with self._condition:
+            while True:
+                if not self._queue:
+                    if self._closed:
+                        return None
+                    self._condition.wait()
+                    continue
+                waited = time.monotonic() - self._queue[0].arrived
+                if (
+                    len(self._queue) >= self.max_batch_size
+                    or waited >= self.max_wait_s
+                    or self._closed
+                ):
+                    operation = self._queue[0].operation
+                    batch = [r for r in self._queue if r.operation == operation][
+                        : self.max_batch_size
+                    ]
+                    taken = {id(r) for r in batch}
+                    self._queue = [r for r in self._queue if id(r) not in taken]
+                    return batch
+                self._condition.wait(timeout=self.max_wait_s - waited)
+
+    def _serve(self) -> None:
+        while (batch := self._take_batch()) is not None:
+            self.stats.batches += 1
+            self.stats.requests += len(batch)
+            self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+            try:
+                if batch[0].operation == "generate":
+                    results: list[Any] = self.model.generate(
+                        [r.prompt for r in batch], [r.argument for r in batch]
+                    )
+                else:
+                    results = self.model.score(
+                        [r.prompt for r in batch], [r.argument for r in batch]
+                    )
+                if len(results) != len(batch):
+                    raise RuntimeError(
+                        f"backend returned {len(results)} results for {len(batch)} requests"
+                    )
+            except BaseException as error:  # every waiting caller must hear of the failure
+                for request in batch:
+                    request.future.set_exception(error)
+                continue
+            for request, result in zip(batch, results, strict=True):
+                request.future.set_result(result)
+
+    def close(self) -> None:
+        """Serve what is queued, then stop the worker."""
+        with self._condition:
+            self._closed = True
+            self._condition.notify_all()
+        self._worker.join()
+
+    def __enter__(self) -> Batcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,118 @@
+"""Build a model from a short spec string, the form used on the command line and in configs.
+
+smollm2                          the embedded SmolLM2-135M-Instruct
+hf:PATH_OR_HUB_ID | ./a/dir      a transformers model (local dir, or hub id with network)
+openai:MODEL@URL[,URL...]        OpenAI-compatible server(s); key from $OPENAI_API_KEY
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from culturesim.models.base import LanguageModel, ModelError
+from culturesim.models.cache import CachedModel
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    name: str
+    spec: str
+    description: str
+    available: bool
+    detail: str
+
+
+def build_model(
+    spec: str,
+    *,
+    adapter: str | Path | None = None,
+    merge_adapter: bool = False,
+    device: str | None = None,
+    cache_path: str | Path | None = None,
+) -> LanguageModel:
+    """Make the model a spec names, optionally behind a persistent response cache."""
+    model: LanguageModel
+    if spec == "smollm2":
+        from culturesim.models.smollm2 import SMOLLM2_ID, ensure_converted
+        from culturesim.models.transformers_backend import TransformersModel
+
+        model = TransformersModel.from_pretrained(
+            ensure_converted(),
+            model_id=SMOLLM2_ID,
+            device=device,
+            adapter=adapter,
+            merge_adapter=merge_adapter,
+        )
+    elif spec.startswith("openai:"):
+        from culturesim.models.openai_backend import OpenAIModel
+
+        name, sep, urls = spec.removeprefix("openai:").partition("@")
+        if not sep or not name or not urls:
+            raise ModelError(
+                f"model spec {spec!r} is not of the form openai:MODEL@URL[,URL...], "
+                "e.g. openai:meta-llama/Llama-3.1-8B-Instruct@http://127.0.0.1:8000/v1"
+            )
+        if adapter is not None:
+            raise ModelError(
+                "adapters are applied by the server for openai: models (vLLM --lora-modules)"
+            )
+        model = OpenAIModel(name, urls.split(","))
+    else:
+        from culturesim.models.transformers_backend import TransformersModel
+
+        path = spec.removeprefix("hf:")
+        if not spec.startswith("hf:") and not Path(path).exists():
+            raise ModelError(
+                f"unknown model {spec!r}: use `smollm2`, a local model directory, "
+                "hf:HUB_ID, or openai:MODEL@URL (see `culturesim models list`)"
+            )
+        try:
+            model = TransformersModel.from_pretrained(
+                path, device=device, adapter=adapter, merge_adapter=merge_adapter
+            )
+        except OSError as error:
+            raise ModelError(
+                f"could not load {path!r} with transformers: {error}. Give a local directory "
+                "with config.json and weights; hub ids need network access."
+            ) from error
+    if cache_path is not None:
+        model = CachedModel(model, cache_path)
+    return model
+
+
+def list_backends() -> list[BackendInfo]:
+    """What `culturesim models list` shows: each backend and whether it can run here."""
+    from culturesim.models.smollm2 import converted_dir, find_gguf
+
+    try:
+        gguf = find_gguf()
+        converted = converted_dir()
+        ready = (converted / "config.json").is_file()
+        smol_detail = f"{converted} (converted)" if ready else f"{gguf} (converted on first use)"
+        smol_ok = True
+    except ModelError as error:
+        smol_detail, smol_ok = str(error).splitlines()[-1].strip(), False
+    return [
+        BackendInfo(
+            "smollm2",
+            "smollm2",
+            "embedded SmolLM2-135M-Instruct (default)",
+            smol_ok,
+            smol_detail,
+        ),
+        BackendInfo(
+            "transformers",
+            "hf:PATH | PATH",
+            "any local Hugging Face causal LM, in process",
+            True,
+            "batched generation and exact scoring",
+        ),
+        BackendInfo(
+            "openai",
+            "openai:MODEL@URL[,URL...]",
+            "OpenAI-compatible servers (vLLM, Ollama, llama.cpp, culturesim serve)",
+            True,
+            "key from $OPENAI_API_KEY",
+        ),
+    ]

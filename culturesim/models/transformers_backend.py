@@ -1,0 +1,375 @@
+"""In-process backend on Hugging Face transformers: batched generation and exact scoring.
+
+Why a decode loop of our own instead of `model.generate`: every request in a batch carries its
+own seed, temperature, top-p, length and stop strings. `generate` shares one RNG and one set of
+settings across the batch, so a sampled completion would depend on which other requests it was
+batched with. Here each row samples from its own `torch.Generator`, so the same request gives
+the same text whatever batch it lands in.
+
+Scoring builds, per prompt, the trie of candidate token prefixes and runs one forward row per
+distinct prefix: options "1".."11" need two rows (the prompt, and the prompt + "1"), not eleven,
+and the log-probability of every candidate is still exact.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from culturesim.models.base import (
+    Completion,
+    GenerationParams,
+    Prompt,
+    check_candidates,
+    per_prompt_params,
+    truncate_at_stop,
+)
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    if requested:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def length_buckets(
+    lengths: Sequence[int], extra_tokens: Sequence[int], max_batch_size: int, token_budget: int
+) -> Iterator[list[int]]:
+    """Group indices into batches of similar length whose padded size fits the token budget.
+
+    Sorting by length keeps padding small; the budget bounds memory (rows × padded length).
+    A single request larger than the budget still gets a batch of its own.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batch: list[int] = []
+    widest = 0
+    for index in order:
+        width = lengths[index] + extra_tokens[index]
+        new_widest = max(widest, width)
+        if batch and (len(batch) >= max_batch_size or (len(batch) + 1) * new_widest > token_budget):
+            yield batch
+            batch, new_widest = [], width
+        batch.append(index)
+        widest = new_widest
+    if batch:
+        yield batch
+
+
+class TransformersModel:
+    """A causal LM in this process. Safe to call from several threads (calls are serialised)."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: PreTrainedTokenizerBase,
+        model_id: str,
+        *,
+        max_batch_size: int = 32,
+        token_budget: int = 32768,
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self._model_id = model_id
+        self.max_batch_size = max_batch_size
+        self.token_budget = token_budget
+        self._lock = threading.Lock()
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.pad_token_id: int = int(tokenizer.pad_token_id)
+        self.eos_token_ids = self._collect_eos_ids()
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        model_id: str | None = None,
+        device: str | None = None,
+        dtype: torch.dtype | None = None,
+        adapter: str | Path | None = None,
+        merge_adapter: bool = False,
+        **kwargs: Any,
+    ) -> TransformersModel:
+        """Load a local model directory (or a hub id where the network allows)."""
+        target = pick_device(device)
+        if dtype is None:
+            dtype = torch.bfloat16 if target.type == "cuda" else torch.float32
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        model: Any = AutoModelForCausalLM.from_pretrained(
+            str(path), dtype=dtype, attn_implementation="sdpa"
+        )
+        model = model.to(target)
+        name = model_id or f"hf:{path}"
+        if adapter is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(adapter))
+            if merge_adapter:
+                model = model.merge_and_unload()
+            name = f"{name}+adapter:{adapter}"
+        return cls(model, tokenizer, name, **kwargs)
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _collect_eos_ids(self) -> set[int]:
+        ids: set[int] = set()
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(int(self.tokenizer.eos_token_id))
+        config_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        if isinstance(config_eos, int):
+            ids.add(config_eos)
+        elif isinstance(config_eos, list):
+            ids.update(int(i) for i in config_eos)
+        return ids
+
+    # ------------------------------------------------------------------ encoding
+
+    def encode_prompt(self, prompt: Prompt) -> list[int]:
+        """Token ids for a prompt: chats get the chat template and the assistant header."""
+        if isinstance(prompt, str):
+            return list(self.tokenizer(prompt, add_special_tokens=True)["input_ids"])
+        if self.tokenizer.chat_template is None:
+            raise ValueError(
+                f"{self.model_id} has no chat template; pass raw text prompts instead of chats"
+            )
+        text = self.tokenizer.apply_chat_template(
+            [{"role": m["role"], "content": m["content"]} for m in prompt],
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+        return list(self.tokenizer(str(text), add_special_tokens=False)["input_ids"])
+
+    def encode_candidate(self, candidate: str) -> list[int]:
+        ids = list(self.tokenizer(candidate, add_special_tokens=False)["input_ids"])
+        if not ids:
+            raise ValueError(f"candidate {candidate!r} encodes to no tokens")
+        return ids
+
+    def _decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
+        return str(self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens))
+
+    def _left_padded(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            if row:
+                input_ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+                attention[i, width - len(row) :] = 1
+        return input_ids.to(self.device), attention.to(self.device)
+
+    # ------------------------------------------------------------------ generate
+
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        params: GenerationParams | Sequence[GenerationParams] = GenerationParams(),
+    ) -> list[Completion]:
+        settings = per_prompt_params(params, len(prompts))
+        encoded = [self.encode_prompt(p) for p in prompts]
+        results: list[Completion | None] = [None] * len(prompts)
+        buckets = length_buckets(
+            [len(e) for e in encoded],
+            [s.max_new_tokens for s in settings],
+            self.max_batch_size,
+            self.token_budget,
+        )
+        with self._lock:
+            for bucket in buckets:
+                outputs = self._generate_batch(
+                    [encoded[i] for i in bucket], [settings[i] for i in bucket]
+                )
+                for index, completion in zip(bucket, outputs, strict=True):
+                    results[index] = completion
+        return [r for r in results if r is not None]
+
+    @torch.inference_mode()
+    def _generate_batch(
+        self, rows: list[list[int]], settings: list[GenerationParams]
+    ) -> list[Completion]:
+        input_ids, attention = self._left_padded(rows)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        generators = [
+            None if s.greedy else torch.Generator().manual_seed(_seed_of(s, row))
+            for s, row in zip(settings, rows, strict=True)
+        ]
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache = out.past_key_values
+        logits = out.logits[:, -1, :]
+        produced: list[list[int]] = [[] for _ in rows]
+        finish: list[str | None] = [None] * len(rows)
+        texts: list[str] = [""] * len(rows)
+        for _ in range(max(s.max_new_tokens for s in settings)):
+            chosen = self._choose_tokens(logits, settings, generators)
+            for i, token in enumerate(chosen):
+                if finish[i] is not None:
+                    continue
+                if token in self.eos_token_ids:
+                    finish[i] = "stop"
+                    continue
+                produced[i].append(token)
+                if settings[i].stop:
+                    texts[i] = self._decode(produced[i])
+                    texts[i], hit = truncate_at_stop(texts[i], settings[i].stop)
+                    if hit:
+                        finish[i] = "stop"
+                        continue
+                if len(produced[i]) >= settings[i].max_new_tokens:
+                    finish[i] = "length"
+            if all(f is not None for f in finish):
+                break
+            feed = torch.tensor(
+                [
+                    p[-1] if p and f is None else self.pad_token_id
+                    for p, f in zip(produced, finish, strict=True)
+                ],
+                dtype=torch.long,
+                device=self.device,
+            )[:, None]
+            attention = torch.cat([attention, torch.ones_like(attention[:, :1])], dim=1)
+            positions = positions[:, -1:] + 1
+            out = self.model(
+                input_ids=feed,
+                attention_mask=attention,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+            )
+            cache = out.past_key_values
+            logits = out.logits[:, -1, :]
+        completions = []
+        for i, row in enumerate(rows):
+            text = texts[i] if settings[i].stop else self._decode(produced[i])
+            completions.append(
+                Completion(
+                    text=text,
+                    prompt_tokens=len(row),
+                    completion_tokens=len(produced[i]),
+                    finish_reason="stop" if finish[i] == "stop" else "length",
+                )
+            )
+        return completions
+
+    @staticmethod
+    def _choose_tokens(
+        logits: torch.Tensor,
+        settings: list[GenerationParams],
+        generators: list[torch.Generator | None],
+    ) -> list[int]:
+        chosen: list[int] = []
+        greedy = logits.argmax(dim=-1).tolist()
+        for i, setting in enumerate(settings):
+            generator = generators[i]
+            if generator is None:
+                chosen.append(int(greedy[i]))
+                continue
+            probs = torch.softmax(logits[i].float().cpu() / setting.temperature, dim=-1)
+            if setting.top_p < 1.0:
+                sorted_probs, order = probs.sort(descending=True)
+                keep = sorted_probs.cumsum(0) - sorted_probs < setting.top_p
+                probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
+            chosen.append(int(torch.multinomial(probs, 1, generator=generator).item()))
+        return chosen
+
+    # ------------------------------------------------------------------ score
+
+    def score(
+        self, prompts: Sequence[Prompt], candidates: Sequence[Sequence[str]]
+    ) -> list[list[float]]:
+        check_candidates(prompts, candidates)
+        encoded_prompts = [self.encode_prompt(p) for p in prompts]
+        encoded_candidates = [[self.encode_candidate(c) for c in cs] for cs in candidates]
+        # One row per (prompt, distinct candidate prefix); remember which next tokens it must give.
+        needed: dict[tuple[int, tuple[int, ...]], set[int]] = {}
+        for p, options in enumerate(encoded_candidates):
+            for ids in options:
+                for j in range(len(ids)):
+                    needed.setdefault((p, tuple(ids[:j])), set()).add(ids[j])
+        keys = list(needed)
+        sequences = [encoded_prompts[p] + list(prefix) for p, prefix in keys]
+        logprob_of: dict[tuple[int, tuple[int, ...]], dict[int, float]] = {}
+        buckets = length_buckets(
+            [len(s) for s in sequences],
+            [0] * len(sequences),
+            self.max_batch_size,
+            self.token_budget,
+        )
+        with self._lock, torch.inference_mode():
+            for bucket in buckets:
+                input_ids, attention = self._left_padded([sequences[i] for i in bucket])
+                positions = (attention.cumsum(-1) - 1).clamp(min=0)
+                out = self.model(
+                    input_ids=input_ids,
+                    attention_mask=attention,
+                    position_ids=positions,
+                    use_cache=False,
+                    logits_to_keep=1,
+                )
+                logprobs = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1).cpu()
+                for row, index in enumerate(bucket):
+                    tokens = needed[keys[index]]
+                    logprob_of[keys[index]] = {t: float(logprobs[row, t]) for t in tokens}
+        return [
+            [
+                sum(logprob_of[(p, tuple(ids[:j]))][ids[j]] for j in range(len(ids)))
+                for ids in options
+            ]
+            for p, options in enumerate(encoded_candidates)
+        ]
+
+    # ------------------------------------------------------------------ for the HTTP server
+
+    def prompt_token_logprobs(self, text: str) -> list[tuple[str, int, float | None]]:
+        """Each token of a raw text with its character offset and log P(token | before).
+
+        The first token has no context and gets None, as OpenAI-style echo responses do.
+        """
+        encoded = self.tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
+        ids: list[int] = list(encoded["input_ids"])
+        offsets = [int(start) for start, _ in encoded["offset_mapping"]]
+        values: list[float | None] = [None]
+        if len(ids) > 1:
+            with self._lock, torch.inference_mode():
+                logits = self.model(input_ids=torch.tensor([ids], device=self.device)).logits[0]
+                logprobs = torch.log_softmax(logits.float(), dim=-1)
+                values += [float(logprobs[i - 1, ids[i]]) for i in range(1, len(ids))]
+        pieces = [text[start:end] for start, end in encoded["offset_mapping"]]
+        return list(zip(pieces, offsets, values, strict=True))
+
+    def top_next_tokens(self, prompt: Prompt, k: int) -> list[tuple[str, float]]:
+        """The k most likely first tokens of the reply, with their log-probabilities."""
+        ids = self.encode_prompt(prompt)
+        with self._lock, torch.inference_mode():
+            logits = self.model(input_ids=torch.tensor([ids], device=self.device), logits_to_keep=1)
+            logprobs = torch.log_softmax(logits.logits[0, -1].float(), dim=-1)
+            values, tokens = logprobs.topk(k)
+        return [
+            (self._decode([int(t)], skip_special_tokens=False), float(v))
+            for t, v in zip(tokens.tolist(), values.tolist(), strict=True)
+        ]
+
+
+def _seed_of(params: GenerationParams, row: Sequence[int]) -> int:
+    """A request's seed; unseeded sampling still gets a fixed seed derived from the prompt."""
+    if params.seed is not None:
+        return params.seed
+    return hash(tuple(row)) & 0x7FFFFFFF

@@ -1,0 +1,1 @@
+"""Scenario templates, the built-in library, cultures, personas and social graphs."""

@@ -1,0 +1,1 @@
+"""Corpus building and fine-tuning (LoRA SFT, DPO)."""

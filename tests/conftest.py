@@ -1,0 +1,153 @@
+"""Shared fixtures: a tiny random Llama with a tokenizer trained here, and the real SmolLM2."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers.utils import logging as hf_logging
+
+from culturesim.models.base import Completion, GenerationParams, Prompt, per_prompt_params
+from culturesim.models.transformers_backend import TransformersModel
+
+hf_logging.disable_progress_bar()
+SHARED_WVS = Path(__file__).resolve().parents[2] / "shared" / "data" / "wvs"
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+CORPUS = [
+    "The capital of France is Paris. The capital of Germany is Berlin.",
+    "People greet each other with a bow, a handshake or a kiss on the cheek.",
+    "Answer with the number of the option you choose: 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 or 11.",
+    "How important is family in your life? Very important, rather important, not at all.",
+    "Hospitality, neighbours, bargaining, gift giving, apology and friendship differ by culture.",
+]
+
+
+def train_tokenizer() -> PreTrainedTokenizerFast:
+    """A small byte-level BPE tokenizer trained in memory (no downloads)."""
+    tokenizer = Tokenizer(models.BPE(unk_token=None))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    from tokenizers import decoders
+
+    tokenizer.decoder = decoders.ByteLevel()
+    special = ["<pad>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(CORPUS * 20, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, pad_token="<pad>", eos_token="<|end|>"
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def make_tiny_llama(tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=False,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    return train_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_tokenizer: PreTrainedTokenizerFast) -> TransformersModel:
+    return TransformersModel(make_tiny_llama(tiny_tokenizer), tiny_tokenizer, "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(
+    tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: PreTrainedTokenizerFast
+) -> Path:
+    """The tiny model saved as a normal HF directory (for loaders and the server)."""
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    make_tiny_llama(tiny_tokenizer).save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> TransformersModel:
+    """The real embedded model, loaded once for the whole session."""
+    from culturesim.models.registry import build_model
+
+    model = build_model("smollm2")
+    assert isinstance(model, TransformersModel)
+    return model
+
+
+class ScriptedModel:
+    """A deterministic stand-in model for logic tests: replies are a function of the prompt."""
+
+    def __init__(self, reply: object = None, model_id: str = "scripted") -> None:
+        self._reply = reply or (lambda prompt: f"echo:{prompt_text(prompt)}")
+        self._model_id = model_id
+        self.generate_calls: list[int] = []
+        self.score_calls: list[int] = []
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        params: GenerationParams | Sequence[GenerationParams] = GenerationParams(),
+    ) -> list[Completion]:
+        per_prompt_params(params, len(prompts))
+        self.generate_calls.append(len(prompts))
+        return [
+            Completion(
+                text=self._reply(p),
+                prompt_tokens=len(prompt_text(p)),
+                completion_tokens=3,
+                finish_reason="stop",
+            )  # type: ignore[operator]
+            for p in prompts
+        ]
+
+    def score(
+        self, prompts: Sequence[Prompt], candidates: Sequence[Sequence[str]]
+    ) -> list[list[float]]:
+        self.score_calls.append(len(prompts))
+        return [[-float(len(c)) for c in options] for options in candidates]
+
+
+def prompt_text(prompt: Prompt) -> str:
+    return prompt if isinstance(prompt, str) else " | ".join(m["content"] for m in prompt)
+
+
+@pytest.fixture
+def scripted() -> Iterator[ScriptedModel]:
+    yield ScriptedModel()

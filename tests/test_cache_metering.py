@@ -1,0 +1,67 @@
+"""Response cache and usage metering."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from culturesim.models.base import GenerationParams
+from culturesim.models.cache import CachedModel
+from culturesim.models.metering import MeteredModel
+from culturesim.models.transformers_backend import TransformersModel
+from tests.conftest import ScriptedModel
+
+
+def test_cache_hit_skips_the_backend_and_keys_on_seed(tmp_path: Path) -> None:
+    backend = ScriptedModel()
+    cached = CachedModel(backend, tmp_path / "cache.sqlite")
+    params = GenerationParams(temperature=0.7, seed=1)
+    first = cached.generate(["a", "b"], params)
+    again = cached.generate(["b", "a", "c"], params)
+    assert backend.generate_calls == [2, 1]  # only "c" was new
+    assert [again[1], again[0]] == first
+    cached.generate(["a"], GenerationParams(temperature=0.7, seed=2))
+    assert backend.generate_calls == [2, 1, 1]  # another seed is another request
+    cached.score(["p"], [["x", "yy"]])
+    assert cached.score(["p"], [["x", "yy"]]) == [[-1.0, -2.0]]
+    assert backend.score_calls == [1]
+
+
+def test_cache_survives_reopening(tmp_path: Path) -> None:
+    CachedModel(ScriptedModel(), tmp_path / "c.sqlite").generate(["hello"])
+    backend = ScriptedModel(reply=lambda p: "should not be called")
+    assert CachedModel(backend, tmp_path / "c.sqlite").generate(["hello"])[0].text == "echo:hello"
+    assert backend.generate_calls == []
+
+
+def test_cache_on_the_real_model_returns_identical_output(
+    smollm2: TransformersModel, tmp_path: Path
+) -> None:
+    calls: list[int] = []
+
+    class Counting:
+        model_id = smollm2.model_id
+
+        def generate(self, prompts, params=GenerationParams()):  # type: ignore[no-untyped-def]
+            calls.append(len(prompts))
+            return smollm2.generate(prompts, params)
+
+        def score(self, prompts, candidates):  # type: ignore[no-untyped-def]
+            return smollm2.score(prompts, candidates)
+
+    cached = CachedModel(Counting(), tmp_path / "cache.sqlite")
+    chat = [{"role": "user", "content": "Name a colour."}]
+    params = GenerationParams(max_new_tokens=12, temperature=0.8, seed=5)
+    first = cached.generate([chat], params)[0]
+    second = cached.generate([chat], params)[0]
+    assert calls == [1]
+    assert second == first
+
+
+def test_metering_counts_tokens_calls_and_time() -> None:
+    metered = MeteredModel(ScriptedModel())
+    metered.generate(["abc", "de"])
+    metered.generate(["f"])
+    usage = metered.snapshot()
+    assert (usage.calls, usage.requests) == (2, 3)
+    assert usage.prompt_tokens == 6 and usage.completion_tokens == 9
+    assert usage.seconds >= 0

@@ -1,0 +1,140 @@
+"""The OpenAI-compatible backend against a real local HTTP server (`culturesim serve`'s app)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from culturesim.models.base import GenerationParams, ModelError, ScoringUnsupported
+from culturesim.models.openai_backend import OpenAIModel
+from culturesim.models.server import create_app
+from culturesim.models.transformers_backend import TransformersModel
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def running(app: FastAPI) -> Iterator[str]:
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not server.started:
+        if time.time() > deadline:
+            raise RuntimeError("test server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def failing_first(app: FastAPI, failures: int, status: int = 500) -> FastAPI:
+    """Wrap an app so that its first `failures` requests answer `status`."""
+    count = {"n": 0}
+
+    @app.middleware("http")
+    async def fail_some(request: Request, call_next):  # type: ignore[no-untyped-def]
+        count["n"] += 1
+        if count["n"] <= failures:
+            return JSONResponse({"error": {"message": "injected failure"}}, status_code=status)
+        return await call_next(request)
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def served(tiny_model_dir: Path) -> Iterator[tuple[TransformersModel, str]]:
+    local = TransformersModel.from_pretrained(tiny_model_dir)
+    with running(create_app(local)) as url:
+        yield local, url
+
+
+def test_generate_over_http_equals_in_process(served: tuple[TransformersModel, str]) -> None:
+    local, url = served
+    remote = OpenAIModel("tiny", url)
+    prompts = ["The capital of France is", [{"role": "user", "content": "Say hello."}]]
+    params = GenerationParams(max_new_tokens=8)
+    over_http = remote.generate(prompts, params)
+    assert [c.text for c in over_http] == [c.text for c in local.generate(prompts, params)]
+    assert all(c.completion_tokens > 0 for c in over_http)
+    remote.close()
+
+
+def test_score_over_http_is_exact_for_text_and_for_chats_with_a_tokenizer(
+    served: tuple[TransformersModel, str], tiny_model_dir: Path
+) -> None:
+    local, url = served
+    candidates = [" Paris", " Berlin", "10"]
+    remote = OpenAIModel("tiny", url, tokenizer_path=str(tiny_model_dir))
+    text_prompt = "The capital of France is"
+    chat = [{"role": "user", "content": "Pick a number."}]
+    for prompt in (text_prompt, chat):
+        (expected,) = local.score([prompt], [candidates])  # type: ignore[list-item]
+        (got,) = remote.score([prompt], [candidates])  # type: ignore[list-item]
+        assert got == pytest.approx(expected, abs=1e-3)
+    remote.close()
+
+
+def test_chat_scoring_without_tokenizer_says_when_it_cannot_be_exact(
+    served: tuple[TransformersModel, str],
+) -> None:
+    _, url = served
+    remote = OpenAIModel("tiny", url, top_logprobs=1)
+    with pytest.raises(ScoringUnsupported, match="top-1"):
+        remote.score([[{"role": "user", "content": "Hi"}]], [["zzz-not-a-token", "qqq"]])
+    remote.close()
+
+
+def test_retries_recover_from_server_errors(tiny_model_dir: Path) -> None:
+    app = failing_first(create_app(TransformersModel.from_pretrained(tiny_model_dir)), failures=3)
+    with running(app) as url:
+        remote = OpenAIModel("tiny", url, max_retries=4, backoff_s=0.01)
+        reply = remote.generate(["Hello"], GenerationParams(max_new_tokens=3))[0]
+        assert reply.completion_tokens == 3
+        assert remote.log.retries == 3 and remote.log.failures == 0
+        assert all("InternalServerError" in e for e in remote.log.errors)
+        remote.close()
+
+
+def test_exhausted_retries_raise_an_error_naming_the_url(tiny_model_dir: Path) -> None:
+    app = failing_first(
+        create_app(TransformersModel.from_pretrained(tiny_model_dir)), failures=100, status=503
+    )
+    with running(app) as url:
+        remote = OpenAIModel("tiny", url, max_retries=2, backoff_s=0.01)
+        with pytest.raises(ModelError, match=url.replace(".", r"\.")):
+            remote.generate(["Hello"])
+        assert remote.log.retries == 2 and remote.log.failures == 1
+        remote.close()
+
+
+def test_unreachable_server_is_named() -> None:
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    remote = OpenAIModel("tiny", url, max_retries=1, backoff_s=0.01, timeout_s=2)
+    with pytest.raises(ModelError, match="Is the server running"):
+        remote.generate(["Hello"])
+    remote.close()
+
+
+def test_api_key_comes_from_the_environment_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CULTURESIM_TEST_KEY", "sk-from-env")
+    remote = OpenAIModel("m", "http://127.0.0.1:1/v1", api_key_env="CULTURESIM_TEST_KEY")
+    assert remote._clients[0].api_key == "sk-from-env"
+    assert "sk-from-env" not in remote.model_id
+    remote.close()

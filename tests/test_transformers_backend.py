@@ -1,0 +1,104 @@
+"""The in-process backend on a tiny random Llama: batching, seeds, stops, exact scoring."""
+
+from __future__ import annotations
+
+import torch
+
+from culturesim.models.base import GenerationParams
+from culturesim.models.transformers_backend import TransformersModel, length_buckets
+
+PROMPTS = [
+    "The capital of France is",
+    [{"role": "user", "content": "How do people greet each other?"}],
+    "Answer with the number",
+    [
+        {"role": "system", "content": "You are a guest."},
+        {"role": "user", "content": "Hospitality differs by culture. Say hello."},
+    ],
+]
+
+
+def test_batched_greedy_equals_one_at_a_time(tiny_model: TransformersModel) -> None:
+    params = GenerationParams(max_new_tokens=12)
+    batched = tiny_model.generate(PROMPTS, params)
+    single = [tiny_model.generate([p], params)[0] for p in PROMPTS]
+    assert [c.text for c in batched] == [c.text for c in single]
+    assert [c.completion_tokens for c in batched] == [c.completion_tokens for c in single]
+    assert all(c.prompt_tokens > 0 for c in batched)
+
+
+def test_seeded_sampling_is_reproducible_and_independent_of_batchmates(
+    tiny_model: TransformersModel,
+) -> None:
+    sampled = GenerationParams(max_new_tokens=10, temperature=1.0, seed=42)
+    alone = tiny_model.generate([PROMPTS[0]], sampled)[0].text
+    with_others = tiny_model.generate(
+        [PROMPTS[2], PROMPTS[0], PROMPTS[1]],
+        [
+            GenerationParams(max_new_tokens=5, temperature=1.0, seed=7),
+            sampled,
+            GenerationParams(max_new_tokens=3),
+        ],
+    )[1].text
+    other_seed = {
+        tiny_model.generate(
+            [PROMPTS[0]], GenerationParams(max_new_tokens=10, temperature=1.0, seed=s)
+        )[0].text
+        for s in range(5)
+    }
+    assert alone == with_others
+    assert len(other_seed) > 1  # the seed matters
+
+
+def test_length_limit_and_stop_strings(tiny_model: TransformersModel) -> None:
+    free = tiny_model.generate([PROMPTS[0]], GenerationParams(max_new_tokens=20))[0]
+    assert free.finish_reason == "length" and free.completion_tokens == 20
+    stop_at = free.text[3:6]
+    stopped = tiny_model.generate(
+        [PROMPTS[0]], GenerationParams(max_new_tokens=20, stop=(stop_at,))
+    )[0]
+    assert stopped.finish_reason == "stop"
+    assert stop_at not in stopped.text
+    assert free.text.startswith(stopped.text)
+
+
+def manual_logprob(model: TransformersModel, prompt: object, candidate: str) -> float:
+    ids = model.encode_prompt(prompt)  # type: ignore[arg-type]
+    cand = model.encode_candidate(candidate)
+    with torch.no_grad():
+        logits = model.model(input_ids=torch.tensor([ids + cand])).logits[0]
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    return sum(float(logprobs[len(ids) + j - 1, t]) for j, t in enumerate(cand))
+
+
+def test_score_matches_manual_forward_pass_for_multi_token_candidates(
+    tiny_model: TransformersModel,
+) -> None:
+    candidates = ["1", "2", "10", "11", " Paris", " Berlin greets"]
+    assert (
+        len(tiny_model.encode_candidate("10")) >= 2
+        or len(tiny_model.encode_candidate(" Berlin greets")) >= 2
+    )
+    scores = tiny_model.score([PROMPTS[0], PROMPTS[1]], [candidates, candidates[:3]])
+    for prompt, row in zip([PROMPTS[0], PROMPTS[1]], scores, strict=True):
+        for candidate, value in zip(candidates, row, strict=False):
+            assert abs(value - manual_logprob(tiny_model, prompt, candidate)) < 1e-4
+
+
+def test_length_buckets_respect_budget_and_cover_everything() -> None:
+    lengths = [5, 50, 7, 48, 6, 300]
+    batches = list(length_buckets(lengths, [10] * 6, max_batch_size=3, token_budget=200))
+    assert sorted(i for b in batches for i in b) == list(range(6))
+    for batch in batches:
+        widest = max(lengths[i] + 10 for i in batch)
+        assert len(batch) <= 3
+        assert len(batch) == 1 or len(batch) * widest <= 200
+
+
+def test_loads_from_a_saved_directory(tiny_model_dir) -> None:  # type: ignore[no-untyped-def]
+    model = TransformersModel.from_pretrained(tiny_model_dir)
+    assert model.model_id == f"hf:{tiny_model_dir}"
+    assert (
+        model.generate(["The capital"], GenerationParams(max_new_tokens=3))[0].completion_tokens
+        == 3
+    )
