@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from culturesim import __version__
+from culturesim.evaluation.commands import evaluate_app
 from culturesim.models.base import GenerationParams, ModelError
 
 app = typer.Typer(
@@ -21,6 +22,7 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="Language model backends.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+app.add_typer(evaluate_app, name="evaluate")
 console = Console()
 errors = Console(stderr=True)
 

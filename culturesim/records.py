@@ -86,6 +86,9 @@ class Culture(Record):
     code: str = Field(pattern=r"^[A-Z]{3}$", description="ISO 3166-1 alpha-3 code")
     name: str
     demonym: str
+    article: str = Field(
+        default="", description="'a' or 'an' before the demonym, when the vowel rule is wrong"
+    )
     languages: tuple[str, ...] = ()
     region: str = ""
     hofstede: dict[str, float] = Field(default_factory=dict)
@@ -94,6 +97,13 @@ class Culture(Record):
     family_names: tuple[str, ...] = ()
     occupations: tuple[str, ...] = ()
     places: tuple[str, ...] = ()
+
+    @property
+    def indefinite_article(self) -> str:
+        """'a' or 'an' before the demonym ('an American', 'a Ukrainian')."""
+        if self.article:
+            return self.article
+        return "an" if self.demonym[:1].lower() in "aeiou" else "a"
 
 
 class Persona(Record):
@@ -232,14 +242,9 @@ class Answer(Record):
     distribution: tuple[float, ...] = ()
     samples: tuple[str, ...] = ()
     parsed: tuple[int | None, ...] = ()
-
-    @property
-    def choice(self) -> int | None:
-        """The 0-based option the answer favours, or None when nothing parsed."""
-        if self.distribution:
-            return max(range(len(self.distribution)), key=self.distribution.__getitem__)
-        valid = [p for p in self.parsed if p is not None]
-        return max(set(valid), key=valid.count) if valid else None
+    label_mass: float | None = Field(
+        default=None, description="probability the option labels held before renormalising"
+    )
 
 
 class Instance(Record):

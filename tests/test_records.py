@@ -111,9 +111,3 @@ def test_validation_names_the_field() -> None:
         from culturesim.records import Culture
 
         Culture(code="japan", name="Japan", demonym="Japanese")
-
-
-def test_answer_choice_prefers_distribution_then_majority_of_parsed() -> None:
-    assert Answer(question_id="q", model="m", distribution=(0.1, 0.6, 0.3)).choice == 1
-    assert Answer(question_id="q", model="m", mode="sample", parsed=(2, None, 2, 0)).choice == 2
-    assert Answer(question_id="q", model="m", mode="sample", parsed=(None,)).choice is None

@@ -6,7 +6,8 @@ prober, judge, evaluation) receives an object with these two methods; backends a
 (cache, metering, batcher) all implement the same protocol, so they stack.
 
 A prompt is either a chat (a list of messages, rendered with the model's chat template plus the
-assistant header) or a raw string (used as-is: completion mode).
+assistant header) or a raw string (used as-is: completion mode). A chat that ends with an
+assistant message is a prefill: the model continues that message.
 """
 
 from __future__ import annotations

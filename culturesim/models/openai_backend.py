@@ -204,9 +204,13 @@ class OpenAIModel:
     ) -> list[list[float]]:
         async def one(prompt: Prompt, options: Sequence[str]) -> list[float]:
             if isinstance(prompt, list) and self._tokenizer is not None:
+                prefill = prompt[-1]["role"] == "assistant"
                 prompt = str(
                     self._tokenizer.apply_chat_template(
-                        prompt, add_generation_prompt=True, tokenize=False
+                        prompt,
+                        add_generation_prompt=not prefill,
+                        continue_final_message=prefill,
+                        tokenize=False,
                     )
                 )
             if isinstance(prompt, str):
@@ -259,6 +263,7 @@ class OpenAIModel:
                 temperature=0.0,
                 logprobs=True,
                 top_logprobs=self.top_logprobs,
+                extra_body=_prefill_options(chat),
             )
         )
         content = response.choices[0].logprobs and response.choices[0].logprobs.content
@@ -280,3 +285,10 @@ class OpenAIModel:
             self._run(client.close())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+
+
+def _prefill_options(chat: Prompt) -> dict[str, Any] | None:
+    """vLLM's switches for continuing a final assistant message instead of starting a new one."""
+    if isinstance(chat, list) and chat and chat[-1]["role"] == "assistant":
+        return {"continue_final_message": True, "add_generation_prompt": False}
+    return None

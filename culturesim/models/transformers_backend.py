@@ -138,16 +138,22 @@ class TransformersModel:
     # ------------------------------------------------------------------ encoding
 
     def encode_prompt(self, prompt: Prompt) -> list[int]:
-        """Token ids for a prompt: chats get the chat template and the assistant header."""
+        """Token ids for a prompt: chats get the chat template and the assistant header.
+
+        A chat whose last message is the assistant's is a prefill: the model continues that
+        message (no end-of-turn is added), which lets scoring put an answer prefix in its mouth.
+        """
         if isinstance(prompt, str):
             return list(self.tokenizer(prompt, add_special_tokens=True)["input_ids"])
         if self.tokenizer.chat_template is None:
             raise ValueError(
                 f"{self.model_id} has no chat template; pass raw text prompts instead of chats"
             )
+        prefill = prompt[-1]["role"] == "assistant"
         text = self.tokenizer.apply_chat_template(
             [{"role": m["role"], "content": m["content"]} for m in prompt],
-            add_generation_prompt=True,
+            add_generation_prompt=not prefill,
+            continue_final_message=prefill,
             tokenize=False,
         )
         return list(self.tokenizer(str(text), add_special_tokens=False)["input_ids"])
