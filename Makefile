@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/culturesim chat --model smollm2 "In two sentences, how do people greet each other at a first business meeting in Japan?"
+	$(VENV)/bin/culturesim evaluate guard --model smollm2
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check culturesim tests benchmarks

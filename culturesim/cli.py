@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from culturesim import __version__
+from culturesim.agents.probe_command import probe
 from culturesim.evaluation.commands import evaluate_app
 from culturesim.models.base import GenerationParams, ModelError
 
@@ -23,6 +24,7 @@ app = typer.Typer(
 models_app = typer.Typer(help="Language model backends.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(evaluate_app, name="evaluate")
+app.command("probe")(probe)
 console = Console()
 errors = Console(stderr=True)
 

@@ -1,0 +1,290 @@
+"""Self-instruct question generation, as CultureSPA does it, with the filters it lacked.
+
+Per request: k examples of the topic (up to `max_generated_examples` already generated, the rest
+seeds, shuffled) in the published prompt, asking for one new multiple-choice question as JSON.
+The assistant's turn is prefilled with `{"Question": "` by default: small models then continue
+the JSON instead of chatting about it (pass `prefill=""` to send the bare prompt).
+
+Every output goes through, in order: JSON parsing (tolerant of extra text and Python quoting),
+validation (2–11 distinct, non-empty options; numeric scales must state their anchors), exact
+dedup, near-duplicate dedup by sentence embeddings, and decontamination against an evaluation
+set. Each rejection is counted by reason; nothing is dropped without a count.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import random
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from rich.progress import Progress
+
+from culturesim.agents.dedup import Embedder, normalise_text
+from culturesim.agents.topics import Topic
+from culturesim.models.base import Chat, GenerationParams, LanguageModel
+from culturesim.records import Question, stable_hash
+from culturesim.store import RunStore
+from culturesim.templating import PromptLibrary
+
+JSON_PREFILL = '{"Question": "'
+_LABEL = re.compile(r"^\s*(?:\(?[0-9]{1,2}[.):]|\(?[A-Ka-k][.)])\s+")
+_NUMBER = re.compile(r"^\s*-?\d+\s*$")
+
+
+@dataclass(frozen=True)
+class ParsedQuestion:
+    text: str
+    options: tuple[str, ...]
+
+
+@dataclass
+class GenerationStats:
+    requested: int = 0
+    kept: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"requested": self.requested, "kept": self.kept, "rejected": dict(self.rejected)}
+
+
+class InvalidQuestion(ValueError):
+    """A generated question failed validation; `reason` is a short, countable label."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+def _json_objects(text: str) -> list[str]:
+    """Balanced {...} spans in a text, outermost first (string-aware)."""
+    spans, depth, start, quote, escaped = [], 0, -1, "", False
+    for i, ch in enumerate(text):
+        if quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == quote:
+                quote = ""
+            continue
+        if ch in "\"'" and depth > 0:
+            quote = ch
+        elif ch == "{":
+            if depth == 0:
+                start = i
+            depth += 1
+        elif ch == "}" and depth > 0:
+            depth -= 1
+            if depth == 0:
+                spans.append(text[start : i + 1])
+    return spans
+
+
+def parse_question(text: str) -> ParsedQuestion:
+    """Extract and validate one multiple-choice question from a model's output."""
+    data = None
+    for span in _json_objects(text):
+        for loader in (json.loads, ast.literal_eval):
+            try:
+                candidate = loader(span)
+            except (ValueError, SyntaxError, RecursionError):
+                continue
+            if isinstance(candidate, dict):
+                data = candidate
+                break
+        if data is not None:
+            break
+    if data is None:
+        raise InvalidQuestion("no_json", text[:80])
+    fields = {str(k).strip().strip(":").strip().lower(): v for k, v in data.items()}
+    question, options = fields.get("question"), fields.get("options")
+    if not isinstance(question, str) or len(question.strip()) < 10:
+        raise InvalidQuestion("no_question")
+    if not isinstance(options, list) or not all(isinstance(o, str | int | float) for o in options):
+        raise InvalidQuestion("options_not_a_list")
+    cleaned = [str(o).strip() for o in options]
+    if cleaned and all(_LABEL.match(o) for o in cleaned):  # "1. Agree" -> "Agree"
+        cleaned = [_LABEL.sub("", o).strip() for o in cleaned]
+    if any(not o for o in cleaned):
+        raise InvalidQuestion("empty_option")
+    if not 2 <= len(cleaned) <= 11:
+        raise InvalidQuestion("option_count", str(len(cleaned)))
+    if len({o.lower() for o in cleaned}) != len(cleaned):
+        raise InvalidQuestion("duplicate_options")
+    if all(_NUMBER.match(o) for o in cleaned):
+        low, high = cleaned[0], cleaned[-1]
+        if low not in question or high not in question:
+            raise InvalidQuestion("scale_without_anchors", f"{low}..{high}")
+    return ParsedQuestion(question.strip(), tuple(cleaned))
+
+
+class QuestionGenerator:
+    """Generates questions per topic into a run store, resumably."""
+
+    def __init__(
+        self,
+        model: LanguageModel,
+        store: RunStore,
+        *,
+        library: PromptLibrary | None = None,
+        embedder: Embedder | None = None,
+        examples: int = 5,
+        max_generated_examples: int = 2,
+        temperature: float = 0.9,
+        top_p: float = 0.95,
+        max_new_tokens: int = 160,
+        prefill: str = JSON_PREFILL,
+        dedup_threshold: float = 0.9,
+        decontaminate_against: Sequence[str] = (),
+        decontamination_threshold: float = 0.85,
+        seed: int = 0,
+    ) -> None:
+        self.model = model
+        self.store = store
+        self.library = library or PromptLibrary()
+        self.embedder = embedder
+        self.examples = examples
+        self.max_generated_examples = max_generated_examples
+        self.temperature, self.top_p, self.max_new_tokens = temperature, top_p, max_new_tokens
+        self.prefill = prefill
+        self.dedup_threshold = dedup_threshold
+        self.eval_texts = list(decontaminate_against)
+        self.decontamination_threshold = decontamination_threshold
+        self.seed = seed
+
+    def prompt(self, topic: Topic, examples: Sequence[Question]) -> Chat:
+        user = self.library.render(
+            "prober/generate.jinja2",
+            topic=topic.name,
+            examples=[{"question": q.text, "options": list(q.options)} for q in examples],
+        )
+        chat: Chat = [
+            {"role": "system", "content": self.library.render("prober/system.jinja2")},
+            {"role": "user", "content": user},
+        ]
+        if self.prefill:
+            chat.append({"role": "assistant", "content": self.prefill})
+        return chat
+
+    def pick_examples(
+        self, seeds: Sequence[Question], generated: Sequence[Question], rng: random.Random
+    ) -> list[Question]:
+        """Up to `max_generated_examples` generated questions, the rest seeds, shuffled."""
+        chosen = rng.sample(list(generated), min(len(generated), self.max_generated_examples))
+        chosen += rng.sample(list(seeds), min(len(seeds), self.examples - len(chosen)))
+        rng.shuffle(chosen)
+        return chosen
+
+    def run(
+        self,
+        topics: Sequence[Topic],
+        seeds: dict[str, list[Question]],
+        per_topic: int,
+        *,
+        max_rounds: int = 5,
+        show_progress: bool = True,
+    ) -> dict[str, GenerationStats]:
+        """Generate until every topic has `per_topic` kept questions or rounds run out."""
+        kept = [q for q in self.store.read(Question) if q.source == "generated"]
+        attempts: Counter[str] = Counter()
+        stats = {t.name: GenerationStats() for t in topics}
+        for row in self.store.read_json("generation_log"):
+            attempts[row["topic"]] += int(row["requested"])
+            if row["topic"] in stats:
+                stats[row["topic"]].requested += int(row["requested"])
+                stats[row["topic"]].kept += int(row["kept"])
+                stats[row["topic"]].rejected.update(row["rejected"])
+        eval_vectors = (
+            self.embedder.encode(self.eval_texts) if self.embedder and self.eval_texts else None
+        )
+        with Progress(disable=not show_progress, transient=True) as progress:
+            task = progress.add_task("generating questions", total=per_topic * len(topics))
+            for _ in range(max_rounds):
+                have = Counter(q.topic for q in kept)
+                progress.update(task, completed=sum(min(have[t.name], per_topic) for t in topics))
+                needs = {
+                    t.name: per_topic - have[t.name] for t in topics if have[t.name] < per_topic
+                }
+                if not needs:
+                    break
+                requests: list[tuple[Topic, list[Question], Chat, int]] = []
+                for topic in topics:
+                    generated = [q for q in kept if q.topic == topic.name]
+                    for _ in range(needs.get(topic.name, 0)):
+                        attempt = attempts[topic.name]
+                        attempts[topic.name] += 1
+                        request_seed = int(stable_hash([self.seed, topic.name, attempt], 8), 16)
+                        examples = self.pick_examples(
+                            seeds.get(topic.name, []), generated, random.Random(request_seed)
+                        )
+                        requests.append(
+                            (topic, examples, self.prompt(topic, examples), request_seed)
+                        )
+                completions = self.model.generate(
+                    [r[2] for r in requests],
+                    [
+                        GenerationParams(
+                            self.max_new_tokens, self.temperature, self.top_p, seed=r[3]
+                        )
+                        for r in requests
+                    ],
+                )
+                round_stats = {t: GenerationStats() for t in needs}
+                fresh: list[Question] = []
+                for (topic, examples, _, _), completion in zip(requests, completions, strict=True):
+                    record = round_stats[topic.name]
+                    record.requested += 1
+                    try:
+                        parsed = parse_question(self.prefill + completion.text)
+                        question = Question(
+                            topic=topic.name,
+                            text=parsed.text,
+                            options=parsed.options,
+                            source="generated",
+                            parent_ids=tuple(e.id for e in examples),
+                        )
+                        self._check_new(
+                            question, [*self._all_seeds(seeds), *kept, *fresh], eval_vectors
+                        )
+                    except InvalidQuestion as error:
+                        record.rejected[error.reason] += 1
+                        continue
+                    record.kept += 1
+                    fresh.append(question)
+                self.store.append_many(fresh)
+                self.store.append_json(
+                    "generation_log", [{"topic": t, **s.as_dict()} for t, s in round_stats.items()]
+                )
+                kept += fresh
+                for name, s in round_stats.items():
+                    stats[name].requested += s.requested
+                    stats[name].kept += s.kept
+                    stats[name].rejected.update(s.rejected)
+            have = Counter(q.topic for q in kept)
+            progress.update(task, completed=sum(min(have[t.name], per_topic) for t in topics))
+        return stats
+
+    @staticmethod
+    def _all_seeds(seeds: dict[str, list[Question]]) -> list[Question]:
+        return [q for group in seeds.values() for q in group]
+
+    def _check_new(
+        self, question: Question, existing: Sequence[Question], eval_vectors: object
+    ) -> None:
+        key = normalise_text(question.text)
+        if any(normalise_text(q.text) == key for q in existing):
+            raise InvalidQuestion("exact_duplicate")
+        if self.embedder is None:
+            return
+        if existing:
+            similarity = self.embedder.max_similarity(question.text, [q.text for q in existing])
+            if similarity >= self.dedup_threshold:
+                raise InvalidQuestion("near_duplicate", f"{similarity:.2f}")
+        if eval_vectors is not None:
+            similarity = self.embedder.max_similarity_to(question.text, eval_vectors)
+            if similarity >= self.decontamination_threshold:
+                raise InvalidQuestion("decontaminated", f"{similarity:.2f}")
