@@ -13,19 +13,8 @@ from rich.table import Table
 
 from culturesim.evaluation.scoring import CultureResult
 
-COLUMNS = (
-    "model",
-    "style",
-    "culture",
-    "questions",
-    "culturespa",
-    "js_distance",
-    "emd",
-    "kl",
-    "invalid_rate",
-    "label_mass",
-    "discrimination",
-)
+METRICS = ("culturespa", "js_distance", "emd", "kl", "invalid_rate", "label_mass", "discrimination")
+COLUMNS = ("model", "style", "culture", "questions", *METRICS)
 
 
 def summary_rows(rows: Sequence[CultureResult]) -> list[dict[str, object]]:
@@ -36,15 +25,7 @@ def summary_rows(rows: Sequence[CultureResult]) -> list[dict[str, object]]:
     summary = []
     for (model, style), group in groups.items():
         entry: dict[str, object] = {"model": model, "style": style, "cultures": len(group)}
-        for name in (
-            "culturespa",
-            "js_distance",
-            "emd",
-            "kl",
-            "invalid_rate",
-            "label_mass",
-            "discrimination",
-        ):
+        for name in METRICS:
             values = [getattr(r, name) for r in group if np.isfinite(getattr(r, name))]
             entry[name] = round(float(np.mean(values)), 4) if values else None
         summary.append(entry)
