@@ -14,6 +14,7 @@ from culturesim import __version__
 from culturesim.agents.probe_command import probe
 from culturesim.evaluation.commands import evaluate_app
 from culturesim.models.base import GenerationParams, ModelError
+from culturesim.scenarios.commands import scenarios_app
 
 app = typer.Typer(
     name="culturesim",
@@ -24,6 +25,7 @@ app = typer.Typer(
 models_app = typer.Typer(help="Language model backends.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(evaluate_app, name="evaluate")
+app.add_typer(scenarios_app, name="scenarios")
 app.command("probe")(probe)
 console = Console()
 errors = Console(stderr=True)

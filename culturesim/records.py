@@ -89,14 +89,27 @@ class Culture(Record):
     article: str = Field(
         default="", description="'a' or 'an' before the demonym, when the vowel rule is wrong"
     )
+    definite_article: bool = Field(
+        default=False, description="the name takes 'the' in a sentence (the United States)"
+    )
     languages: tuple[str, ...] = ()
     region: str = ""
     hofstede: dict[str, float] = Field(default_factory=dict)
     inglehart_welzel: dict[str, float] = Field(default_factory=dict)
     given_names: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     family_names: tuple[str, ...] = ()
+    name_order: Literal["given_family", "family_given"] = "given_family"
     occupations: tuple[str, ...] = ()
     places: tuple[str, ...] = ()
+
+    def full_name(self, given: str, family: str) -> str:
+        """A person's name in the order the culture writes it."""
+        return f"{family} {given}" if self.name_order == "family_given" else f"{given} {family}"
+
+    @property
+    def name_in_text(self) -> str:
+        """The name as it reads mid-sentence ("the United States", "Japan")."""
+        return f"the {self.name}" if self.definite_article else self.name
 
     @property
     def indefinite_article(self) -> str:
@@ -137,6 +150,17 @@ class Role(BaseModel):
     goal: str
     secret: str = ""
     culture: str = ""
+    persona_id: str = ""
+
+
+class Edge(BaseModel):
+    """Who may address whom in a scene, and how they are related (a directed social-graph edge)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: str
+    target: str
+    relationship: str = ""
 
 
 class Scenario(Record):
@@ -157,6 +181,14 @@ class Scenario(Record):
     turn_limit: int = Field(default=10, ge=1)
     turn_policy: str = "round_robin"
     stop_phrases: tuple[str, ...] = ()
+    edges: tuple[Edge, ...] = ()
+    tags: tuple[str, ...] = ()
+
+    def role(self, name: str) -> Role:
+        for role in self.roles:
+            if role.name == name:
+                return role
+        raise KeyError(f"scenario {self.template_id!r} has no role {name!r}")
 
 
 class Episode(Record):

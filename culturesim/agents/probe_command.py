@@ -45,6 +45,16 @@ def probe(
     dedup_threshold: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.9,
     decontamination_threshold: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.85,
     max_rounds: Annotated[int, typer.Option(min=1)] = 5,
+    structured: Annotated[
+        bool,
+        typer.Option(
+            "--structured/--free",
+            help="Write the JSON skeleton and let the model fill the question and options.",
+        ),
+    ] = True,
+    temperature: Annotated[
+        float, typer.Option(min=0.0, help="Generation temperature (the paper: 0.9).")
+    ] = 0.9,
     prefill: Annotated[
         str, typer.Option(help="Assistant prefill for generation ('' for none).")
     ] = '{"Question": "',
@@ -90,6 +100,8 @@ def probe(
             "dedup_threshold",
             "decontamination_threshold",
             "prefill",
+            "temperature",
+            "structured",
         )
     }
     try:
@@ -135,6 +147,8 @@ def probe(
         dedup_threshold=dedup_threshold,
         decontaminate_against=eval_texts,
         decontamination_threshold=decontamination_threshold,
+        temperature=temperature,
+        structured=structured,
         seed=seed,
     )
     stats = generator.run(topic_list, seed_map, per_topic, max_rounds=max_rounds)

@@ -13,8 +13,6 @@ set. Each rejection is counted by reason; nothing is dropped without a count.
 
 from __future__ import annotations
 
-import ast
-import json
 import random
 import re
 from collections import Counter
@@ -25,6 +23,7 @@ from rich.progress import Progress
 
 from culturesim.agents.dedup import Embedder, normalise_text
 from culturesim.agents.topics import Topic
+from culturesim.jsonish import first_json_object
 from culturesim.models.base import Chat, GenerationParams, LanguageModel
 from culturesim.records import Question, stable_hash
 from culturesim.store import RunStore
@@ -59,45 +58,9 @@ class InvalidQuestion(ValueError):
         self.reason = reason
 
 
-def _json_objects(text: str) -> list[str]:
-    """Balanced {...} spans in a text, outermost first (string-aware)."""
-    spans, depth, start, quote, escaped = [], 0, -1, "", False
-    for i, ch in enumerate(text):
-        if quote:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == quote:
-                quote = ""
-            continue
-        if ch in "\"'" and depth > 0:
-            quote = ch
-        elif ch == "{":
-            if depth == 0:
-                start = i
-            depth += 1
-        elif ch == "}" and depth > 0:
-            depth -= 1
-            if depth == 0:
-                spans.append(text[start : i + 1])
-    return spans
-
-
 def parse_question(text: str) -> ParsedQuestion:
     """Extract and validate one multiple-choice question from a model's output."""
-    data = None
-    for span in _json_objects(text):
-        for loader in (json.loads, ast.literal_eval):
-            try:
-                candidate = loader(span)
-            except (ValueError, SyntaxError, RecursionError):
-                continue
-            if isinstance(candidate, dict):
-                data = candidate
-                break
-        if data is not None:
-            break
+    data = first_json_object(text)
     if data is None:
         raise InvalidQuestion("no_json", text[:80])
     fields = {str(k).strip().strip(":").strip().lower(): v for k, v in data.items()}
@@ -138,6 +101,7 @@ class QuestionGenerator:
         top_p: float = 0.95,
         max_new_tokens: int = 160,
         prefill: str = JSON_PREFILL,
+        structured: bool = True,
         dedup_threshold: float = 0.9,
         decontaminate_against: Sequence[str] = (),
         decontamination_threshold: float = 0.85,
@@ -151,6 +115,7 @@ class QuestionGenerator:
         self.max_generated_examples = max_generated_examples
         self.temperature, self.top_p, self.max_new_tokens = temperature, top_p, max_new_tokens
         self.prefill = prefill
+        self.structured = structured
         self.dedup_threshold = dedup_threshold
         self.eval_texts = list(decontaminate_against)
         self.decontamination_threshold = decontamination_threshold
@@ -224,22 +189,14 @@ class QuestionGenerator:
                         requests.append(
                             (topic, examples, self.prompt(topic, examples), request_seed)
                         )
-                completions = self.model.generate(
-                    [r[2] for r in requests],
-                    [
-                        GenerationParams(
-                            self.max_new_tokens, self.temperature, self.top_p, seed=r[3]
-                        )
-                        for r in requests
-                    ],
-                )
+                texts = self._complete([(r[2], r[3]) for r in requests])
                 round_stats = {t: GenerationStats() for t in needs}
                 fresh: list[Question] = []
-                for (topic, examples, _, _), completion in zip(requests, completions, strict=True):
+                for (topic, examples, _, _), text in zip(requests, texts, strict=True):
                     record = round_stats[topic.name]
                     record.requested += 1
                     try:
-                        parsed = parse_question(self.prefill + completion.text)
+                        parsed = parse_question(text)
                         question = Question(
                             topic=topic.name,
                             text=parsed.text,
@@ -267,6 +224,39 @@ class QuestionGenerator:
             have = Counter(q.topic for q in kept)
             progress.update(task, completed=sum(min(have[t.name], per_topic) for t in topics))
         return stats
+
+    def _complete(self, requests: Sequence[tuple[Chat, int]]) -> list[str]:
+        """Full replies (prefill included) for (chat, seed) requests, in one or two batches.
+
+        Structured mode writes the JSON skeleton itself: the question text is generated up to
+        its closing quote, then the options list up to its closing bracket. The model still
+        chooses every word; it just cannot forget a bracket or copy the instruction's
+        `[..., ...]` placeholder, which is most of what a small model gets wrong.
+        """
+
+        def params(seed: int, stop: tuple[str, ...], tokens: int) -> GenerationParams:
+            return GenerationParams(tokens, self.temperature, self.top_p, stop=stop, seed=seed)
+
+        if not self.structured:
+            replies = self.model.generate(
+                [chat for chat, _ in requests],
+                [params(seed, (), self.max_new_tokens) for _, seed in requests],
+            )
+            return [self.prefill + r.text for r in replies]
+        base = [[m for m in chat if m["role"] != "assistant"] for chat, _ in requests]
+        questions = self.model.generate(
+            [[*chat, {"role": "assistant", "content": JSON_PREFILL}] for chat in base],
+            [params(seed, ('"',), self.max_new_tokens // 2) for _, seed in requests],
+        )
+        heads = [f'{JSON_PREFILL}{q.text.strip()}", "Options": ["' for q in questions]
+        options = self.model.generate(
+            [
+                [*chat, {"role": "assistant", "content": head}]
+                for chat, head in zip(base, heads, strict=True)
+            ],
+            [params(seed + 1, ("]",), self.max_new_tokens) for _, seed in requests],
+        )
+        return [head + o.text + "]}" for head, o in zip(heads, options, strict=True)]
 
     @staticmethod
     def _all_seeds(seeds: dict[str, list[Question]]) -> list[Question]:

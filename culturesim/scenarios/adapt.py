@@ -1,0 +1,243 @@
+"""CLCA's culture adaptation: the model rewrites a generic scenario for a target culture.
+
+The scenario is rendered once with a sampled cast and shown to the model as JSON (title,
+setting, one entry per role with name, age, gender, occupation, goal and secret). The model
+returns the same schema for the target culture. The reply is parsed tolerantly (extra text,
+Python quoting), then validated: the same roles in the same order, every field filled, a
+plausible age. An invalid reply is answered with a correction naming the problem and retried
+(`max_attempts` in all); what still fails is reported with its last problem, never dropped
+silently. An adapted scenario can be saved as a new template file that renders without a model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from culturesim.jsonish import first_json_object
+from culturesim.models.base import Chat, GenerationParams, LanguageModel
+from culturesim.records import Culture, Persona, Scenario, stable_hash
+from culturesim.scenarios.personas import PersonaSampler
+from culturesim.scenarios.templates import SUFFIX, ScenarioTemplate
+from culturesim.templating import PromptLibrary
+
+JSON_PREFILL = '{"title": "'
+
+
+class AdaptedParticipant(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    role: str
+    name: str = Field(min_length=2)
+    age: int = Field(ge=12, le=100)
+    gender: str = Field(min_length=1)
+    occupation: str = Field(min_length=2)
+    goal: str = Field(min_length=10)
+    secret: str = ""
+
+
+class AdaptedScenario(BaseModel):
+    """The schema the model returns, and what a saved adapted template holds."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    title: str = Field(min_length=3)
+    setting: str = Field(min_length=20)
+    participants: tuple[AdaptedParticipant, ...]
+
+
+@dataclass
+class Adaptation:
+    """One adaptation's outcome: the scenario when it succeeded, and every attempt's problem."""
+
+    template_id: str
+    culture: str
+    result: AdaptedScenario | None = None
+    problems: list[str] = field(default_factory=list)
+    replies: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None
+
+
+def scenario_as_json(scenario: Scenario, cast: Sequence[Persona]) -> str:
+    """The source scenario in the schema the model must return."""
+    data = {
+        "title": scenario.title,
+        "setting": scenario.setting,
+        "participants": [
+            {
+                "role": role.name,
+                "name": person.name,
+                "age": person.age,
+                "gender": person.gender,
+                "occupation": person.occupation,
+                "goal": role.goal,
+                "secret": role.secret,
+            }
+            for role, person in zip(scenario.roles, cast, strict=True)
+        ],
+    }
+    return json.dumps(data, ensure_ascii=False, indent=1)
+
+
+def parse_adapted(text: str, roles: Sequence[str]) -> AdaptedScenario:
+    """The model's reply as a validated AdaptedScenario, or ValueError naming the problem."""
+    data = first_json_object(text, "participants")
+    if data is None:
+        raise ValueError("no JSON object with a 'participants' field was found")
+    try:
+        adapted = AdaptedScenario.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ValueError(f"field '{where}': {first['msg']}") from error
+    got = [p.role for p in adapted.participants]
+    if got != list(roles):
+        raise ValueError(f"the roles must be {list(roles)} in that order, got {got}")
+    return adapted
+
+
+class CultureAdapter:
+    """Adapts templates to cultures with a model, batching all pending requests per attempt."""
+
+    def __init__(
+        self,
+        model: LanguageModel,
+        *,
+        library: PromptLibrary | None = None,
+        sampler: PersonaSampler | None = None,
+        max_attempts: int = 3,
+        max_new_tokens: int = 700,
+        temperature: float = 0.7,
+        top_p: float = 0.9,
+        prefill: str = JSON_PREFILL,
+        seed: int = 0,
+    ) -> None:
+        self.model = model
+        self.library = library or PromptLibrary()
+        self.sampler = sampler or PersonaSampler(self.library)
+        self.max_attempts = max_attempts
+        self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
+        self.prefill = prefill
+        self.seed = seed
+
+    def adapt(
+        self,
+        requests: Sequence[tuple[ScenarioTemplate, Scenario, Sequence[Persona], Culture]],
+    ) -> list[Adaptation]:
+        """Adapt each (template, rendered source scenario, its cast, target culture)."""
+        outcomes = [Adaptation(t.id, c.code) for t, _, _, c in requests]
+        chats: list[Chat] = []
+        for template, scenario, cast, culture in requests:
+            user = self.library.render(
+                "scenarios/adapt.jinja2",
+                scenario_json=scenario_as_json(scenario, cast),
+                culture=culture,
+                roles=template.roles,
+            )
+            chats.append([{"role": "user", "content": user}])
+        pending = list(range(len(requests)))
+        for attempt in range(self.max_attempts):
+            if not pending:
+                break
+            prompts: list[Chat] = []
+            for i in pending:
+                chat = list(chats[i])
+                if self.prefill:
+                    chat.append({"role": "assistant", "content": self.prefill})
+                prompts.append(chat)
+            params = [
+                GenerationParams(
+                    self.max_new_tokens,
+                    self.temperature,
+                    self.top_p,
+                    seed=int(
+                        stable_hash(
+                            [self.seed, requests[i][0].id, requests[i][3].code, attempt], 8
+                        ),
+                        16,
+                    ),
+                )
+                for i in pending
+            ]
+            replies = self.model.generate(prompts, params)
+            still = []
+            for i, reply in zip(pending, replies, strict=True):
+                text = self.prefill + reply.text
+                outcomes[i].replies.append(text)
+                try:
+                    outcomes[i].result = parse_adapted(text, requests[i][0].roles)
+                except ValueError as problem:
+                    outcomes[i].problems.append(str(problem))
+                    chats[i] = [
+                        *chats[i],
+                        {"role": "assistant", "content": text},
+                        {
+                            "role": "user",
+                            "content": self.library.render(
+                                "scenarios/adapt_correction.jinja2",
+                                problem=str(problem),
+                                roles=requests[i][0].roles,
+                            ),
+                        },
+                    ]
+                    still.append(i)
+            pending = still
+        return outcomes
+
+
+def adapted_template_text(
+    source: ScenarioTemplate, culture: Culture, adapted: AdaptedScenario
+) -> str:
+    """A template file for the adapted scenario: fixed cast, literal text, the source's rules."""
+    front = {
+        "id": f"{source.id}_{culture.code.lower()}",
+        "title": adapted.title,
+        "situation": source.situation,
+        "relationship": source.relationship,
+        "description": f"{source.id} adapted to {culture.name} by a model.",
+        "participants": [
+            {
+                "role": p.role,
+                "persona": {
+                    "name": p.name,
+                    "age": [p.age, p.age],
+                    "gender": p.gender,
+                    "occupation": p.occupation,
+                },
+            }
+            for p in adapted.participants
+        ],
+        "turns": source.turns.model_dump(mode="json"),
+        "cultures": [culture.code],
+        "tags": [*source.tags, "adapted"],
+    }
+    if source.graph is not None:
+        front["graph"] = source.graph.model_dump(mode="json")
+
+    def literal(text: str) -> str:
+        return "{% raw %}" + text.replace("{% endraw %}", "") + "{% endraw %}"
+
+    body = ["## setting", literal(adapted.setting)]
+    for p in adapted.participants:
+        body += [f"## goal {p.role}", literal(p.goal)]
+        if p.secret:
+            body += [f"## secret {p.role}", literal(p.secret)]
+    header = yaml.safe_dump(front, allow_unicode=True, sort_keys=False, width=100)
+    return f"---\n{header}---\n" + "\n".join(body) + "\n"
+
+
+def save_adapted(
+    source: ScenarioTemplate, culture: Culture, adapted: AdaptedScenario, folder: Path
+) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{source.id}_{culture.code.lower()}{SUFFIX}"
+    path.write_text(adapted_template_text(source, culture, adapted), encoding="utf-8")
+    return path

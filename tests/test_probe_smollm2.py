@@ -1,0 +1,92 @@
+"""The prober end to end on the real SmolLM2: generation -> answers -> instances, resumable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from typer.testing import CliRunner
+
+from culturesim.agents.prober import js_divergence
+from culturesim.cli import app
+from culturesim.records import Answer, Instance, Question
+from culturesim.store import RunStore
+
+runner = CliRunner()
+
+
+def test_probe_generates_answers_and_detects_instances_with_smollm2(tmp_path: Path) -> None:
+    out = tmp_path / "probe"
+    arguments = [
+        "probe",
+        "--out",
+        str(out),
+        "--model",
+        "smollm2",
+        "--topics",
+        "economic",
+        "--cultures",
+        "USA,CHN",
+        "--per-topic",
+        "1",
+        "--max-rounds",
+        "4",
+        # SmolLM2's aware and unaware answers differ only slightly: a zero threshold keeps every
+        # pair, so the instance records (distributions, divergence) can be checked one by one.
+        "--rules",
+        "argmax,jsd",
+        "--jsd-threshold",
+        "0",
+        "--min-confidence",
+        "0",
+    ]
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+
+    store = RunStore(out)
+    questions = [q for q in store.read(Question) if q.source == "generated"]
+    log = store.read_json("generation_log")
+    requested = sum(row["requested"] for row in log)
+    kept = sum(row["kept"] for row in log)
+    rejected = sum(sum(row["rejected"].values()) for row in log)
+    assert requested == kept + rejected, "every generated output is either kept or counted"
+    assert kept == len(questions) >= 1, result.output
+    for question in questions:
+        assert question.topic == "Economic Values"
+        assert 2 <= len(question.options) <= 11
+        assert len(question.parent_ids) == 5, "each request shows 5 examples"
+
+    answers = store.read(Answer)
+    assert len(answers) == 3 * len(questions), "one unaware and one aware answer per culture"
+    assert {(a.prompt, a.culture) for a in answers} == {
+        ("unaware", ""),
+        ("aware", "USA"),
+        ("aware", "CHN"),
+    }
+    for answer in answers:
+        assert abs(sum(answer.distribution) - 1) < 1e-3
+        assert answer.label_mass is not None and answer.label_mass > 0.2
+
+    instances = store.read(Instance)
+    jsd = [i for i in instances if i.rule == "jsd"]
+    assert len(jsd) == 2 * len(questions), "a zero threshold keeps every (question, culture)"
+    by_id = {a.id: a for a in answers}
+    for instance in instances:
+        aware, unaware = by_id[instance.aware_answer_id], by_id[instance.unaware_answer_id]
+        assert aware.culture == instance.culture and unaware.prompt == "unaware"
+        recomputed = js_divergence(
+            np.array(instance.aware_distribution), np.array(instance.unaware_distribution)
+        )
+        assert abs(recomputed - instance.divergence) < 1e-5
+    argmax = [i for i in instances if i.rule == "argmax"]
+    for instance in argmax:
+        assert np.argmax(instance.aware_distribution) != np.argmax(instance.unaware_distribution)
+    summary = json.loads((out / "probe_summary.json").read_text())
+    assert summary["questions_kept"] == len(questions)
+
+    again = runner.invoke(app, arguments)
+    assert again.exit_code == 0, again.output
+    assert len(store.read(Answer)) == len(answers), "a resumed probe answers nothing twice"
+    assert len(store.read(Instance)) == len(instances)
+    assert len(store.read_json("generation_log")) == len(log), "no new generation was needed"
