@@ -12,6 +12,7 @@ from rich.table import Table
 
 from culturesim import __version__
 from culturesim.agents.probe_command import probe
+from culturesim.agents.simulate_command import simulate
 from culturesim.evaluation.commands import evaluate_app
 from culturesim.models.base import GenerationParams, ModelError
 from culturesim.scenarios.commands import scenarios_app
@@ -27,6 +28,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(scenarios_app, name="scenarios")
 app.command("probe")(probe)
+app.command("simulate")(simulate)
 console = Console()
 errors = Console(stderr=True)
 

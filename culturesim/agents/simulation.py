@@ -1,0 +1,187 @@
+"""Simulating many episodes at once: one thread per conversation, one Batcher for all of them.
+
+Every dialogue's id is known before it runs (episode, sample index, model), so a resumed run
+skips exactly the dialogues already written. A dialogue is written whole, once it is finished
+and annotated; a run killed mid-way loses only the conversations in flight, and with the
+response cache (`cache.sqlite` in the run directory) replays them word for word.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from culturesim.agents.intents import IntentAnnotator
+from culturesim.agents.roleplay import Conversation, RolePlaySettings
+from culturesim.models.base import LanguageModel
+from culturesim.models.batcher import Batcher
+from culturesim.models.metering import MeteredModel
+from culturesim.records import Culture, Dialogue, Episode, stable_hash
+from culturesim.scenarios.cultures import load_cultures
+from culturesim.store import RunStore
+from culturesim.templating import PromptLibrary
+
+
+@dataclass(frozen=True)
+class SimulationSettings:
+    per_episode: int = 2
+    concurrency: int = 32
+    max_batch_size: int = 32
+    annotate_intents: bool = True
+    seed: int = 0
+    roleplay: RolePlaySettings = field(default_factory=RolePlaySettings)
+
+
+@dataclass
+class SimulationSummary:
+    done: int = 0
+    skipped: int = 0
+    failed: list[dict[str, str]] = field(default_factory=list)
+    stop_reasons: Counter[str] = field(default_factory=Counter)
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    mean_batch_size: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "done": self.done,
+            "skipped": self.skipped,
+            "failed": self.failed,
+            "stop_reasons": dict(self.stop_reasons),
+            "completion_tokens": self.completion_tokens,
+            "seconds": round(self.seconds, 1),
+            "tokens_per_second": round(self.completion_tokens / self.seconds, 1)
+            if self.seconds
+            else 0.0,
+            "mean_batch_size": round(self.mean_batch_size, 2),
+        }
+
+
+def dialogue_seed(episode: Episode, sample_index: int, run_seed: int) -> int:
+    return int(stable_hash([run_seed, episode.id, sample_index], 8), 16)
+
+
+class Simulator:
+    """Runs Episodes into Dialogue records in a run store."""
+
+    def __init__(
+        self,
+        model: LanguageModel,
+        store: RunStore,
+        settings: SimulationSettings = SimulationSettings(),
+        *,
+        library: PromptLibrary | None = None,
+        cultures: dict[str, Culture] | None = None,
+    ) -> None:
+        self.metered = MeteredModel(model)
+        self.model_id = model.model_id
+        self.store = store
+        self.settings = settings
+        self.library = library or PromptLibrary()
+        self.cultures = cultures or load_cultures()
+
+    def dialogue_id(self, episode: Episode, sample_index: int) -> str:
+        return Dialogue(episode_id=episode.id, sample_index=sample_index, model=self.model_id).id
+
+    def run(self, episodes: Sequence[Episode], *, show_progress: bool = True) -> SimulationSummary:
+        summary = SimulationSummary()
+        known = self.store.done_ids(Episode)
+        self.store.append_many([e for e in episodes if e.id not in known])
+        done = self.store.done_ids(Dialogue)
+        tasks = [
+            (episode, k)
+            for episode in episodes
+            for k in range(self.settings.per_episode)
+            if self.dialogue_id(episode, k) not in done
+        ]
+        summary.skipped = len(episodes) * self.settings.per_episode - len(tasks)
+        started = time.perf_counter()
+        columns = (
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]} tok/s"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
+        with (
+            Batcher(self.metered, max_batch_size=self.settings.max_batch_size) as batcher,
+            ThreadPoolExecutor(max_workers=max(1, self.settings.concurrency)) as pool,
+            Progress(*columns, disable=not show_progress) as progress,
+        ):
+            bar = progress.add_task("dialogues", total=len(tasks), rate="0")
+            futures: dict[Future[Dialogue], tuple[Episode, int]] = {
+                pool.submit(self._simulate, batcher, episode, k): (episode, k)
+                for episode, k in tasks
+            }
+            try:
+                for future in as_completed(futures):
+                    episode, k = futures[future]
+                    try:
+                        dialogue = future.result()
+                    except Exception as error:  # recorded as failed; the run goes on
+                        failure = {
+                            "dialogue_id": self.dialogue_id(episode, k),
+                            "episode_id": episode.id,
+                            "sample_index": str(k),
+                            "error": f"{type(error).__name__}: {error}",
+                        }
+                        summary.failed.append(failure)
+                        self.store.append_json("failed", [failure])
+                    else:
+                        self.store.append(dialogue)
+                        summary.done += 1
+                        summary.stop_reasons[dialogue.stop_reason] += 1
+                    elapsed = time.perf_counter() - started
+                    tokens = self.metered.usage.completion_tokens
+                    progress.update(bar, advance=1, rate=f"{tokens / max(elapsed, 1e-9):.0f}")
+            except KeyboardInterrupt:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            summary.mean_batch_size = batcher.stats.mean_batch_size
+        summary.seconds = time.perf_counter() - started
+        summary.completion_tokens = self.metered.usage.completion_tokens
+        return summary
+
+    def _simulate(self, batcher: Batcher, episode: Episode, sample_index: int) -> Dialogue:
+        seed = dialogue_seed(episode, sample_index, self.settings.seed)
+        conversation = Conversation(
+            episode,
+            batcher,
+            seed=seed,
+            settings=self.settings.roleplay,
+            library=self.library,
+            cultures=self.cultures,
+        )
+        state = conversation.run()
+        turns = state.turns
+        if self.settings.annotate_intents and turns:
+            views = [
+                conversation.view(conversation.persona[t.speaker], t.action, t.utterance)
+                for t in turns
+            ]
+            host = self.cultures[episode.scenario.roles[0].culture]
+            turns = IntentAnnotator(batcher, library=self.library).annotate(
+                episode, turns, host, views, seed
+            )
+        return Dialogue(
+            episode_id=episode.id,
+            sample_index=sample_index,
+            model=self.model_id,
+            turns=tuple(turns),
+            stop_reason=state.stop_reason,
+            seed=seed,
+        )

@@ -1,0 +1,123 @@
+"""The role-play engine on the real SmolLM2: 2- and 3-party scenes, and a SIGKILL mid-run."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from culturesim.agents.roleplay import RolePlaySettings
+from culturesim.agents.simulation import SimulationSettings, Simulator
+from culturesim.models.transformers_backend import TransformersModel
+from culturesim.records import Dialogue, Episode
+from culturesim.scenarios.cultures import load_cultures
+from culturesim.scenarios.episodes import build_episodes, culture_groups
+from culturesim.scenarios.templates import ScenarioLibrary
+from culturesim.store import RunStore
+
+CULTURES = load_cultures()
+
+
+def test_smollm2_two_and_three_party_dialogues(smollm2: TransformersModel, tmp_path: Path) -> None:
+    library = ScenarioLibrary()
+    episodes = build_episodes(
+        library,
+        library.select("decline_invitation,credit_for_work"),
+        culture_groups("JPN+MEX", CULTURES),
+    )
+    store = RunStore.open(tmp_path / "run", {"test": "smollm2"})
+    settings = SimulationSettings(
+        per_episode=1, roleplay=RolePlaySettings(max_turns=4, max_new_tokens=40)
+    )
+    summary = Simulator(smollm2, store, settings, cultures=CULTURES).run(
+        episodes, show_progress=False
+    )
+    assert summary.done == 2 and not summary.failed
+    by_template = {e.id: e.scenario.template_id for e in store.read(Episode)}
+    dialogues = {by_template[d.episode_id]: d for d in store.read(Dialogue)}
+    assert set(dialogues) == {"decline_invitation", "credit_for_work"}
+    for name, parties in (("decline_invitation", 2), ("credit_for_work", 3)):
+        dialogue = dialogues[name]
+        assert dialogue.stop_reason in {
+            "turn_limit",
+            "left",
+            "all_left",
+            "repetition",
+            "stop_phrase",
+            "malformed",
+        }
+        assert 1 <= len(dialogue.turns) <= 4
+        assert [t.index for t in dialogue.turns] == list(range(len(dialogue.turns)))
+        assert all(t.raw.startswith("ACTION: ") for t in dialogue.turns)
+        spoken = [t for t in dialogue.turns if t.action in ("speak", "non-verbal")]
+        assert spoken, f"{name}: nobody said or did anything"
+        for turn in spoken:
+            assert turn.utterance and turn.intent, turn
+        assert len({t.speaker for t in dialogue.turns}) <= parties
+    three = dialogues["credit_for_work"].turns
+    for a, b in itertools.pairwise(three):
+        assert "manager" in (a.speaker, b.speaker), "the star graph routes turns via the manager"
+
+
+def simulate_command(out: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-c",
+        "from culturesim.cli import app; app()",
+        "simulate",
+        "--out",
+        str(out),
+        "--scenarios",
+        "noisy_neighbour",
+        "--cultures",
+        "DEU",
+        "--per-episode",
+        "3",
+        "--max-turns",
+        "3",
+        "--max-new-tokens",
+        "24",
+        "--concurrency",
+        "1",
+        "--seed",
+        "5",
+    ]
+
+
+def dialogue_lines(out: Path) -> list[str]:
+    path = out / "dialogue.jsonl"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    env = {**os.environ, "COLUMNS": "100"}
+    reference = tmp_path / "reference"
+    subprocess.run(simulate_command(reference), check=True, env=env, capture_output=True)
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        simulate_command(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 600
+    while len(dialogue_lines(killed)) < 1 and process.poll() is None:
+        assert time.monotonic() < deadline, "no dialogue was written in 10 minutes"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    written_before = len(dialogue_lines(killed))
+    assert 1 <= written_before < 3, "the kill came after the first and before the last dialogue"
+
+    subprocess.run(simulate_command(killed), check=True, env=env, capture_output=True)
+    expected = [json.loads(line) for line in dialogue_lines(reference)]
+    resumed = [json.loads(line) for line in dialogue_lines(killed)]
+    assert len(resumed) == 3 and len({d["id"] for d in resumed}) == 3, "no duplicate, none lost"
+    assert {d["id"] for d in resumed} == {d["id"] for d in expected}
+    by_id = {d["id"]: d for d in expected}
+    for dialogue in resumed:
+        assert dialogue["turns"] == by_id[dialogue["id"]]["turns"], "the same texts"
+        assert dialogue["stop_reason"] == by_id[dialogue["id"]]["stop_reason"]
