@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/culturesim chat --model smollm2 "In two sentences, how do people greet each other at a first business meeting in Japan?"
+	$(VENV)/bin/culturesim simulate --model smollm2 --scenarios borrow_money,credit_for_work --cultures JPN,MEX+JPN --per-episode 1 --max-turns 4 --out runs/demo-simulate
 	$(VENV)/bin/culturesim evaluate guard --model smollm2
 
 lint: $(STAMP)
