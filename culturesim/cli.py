@@ -11,11 +11,13 @@ from rich.console import Console
 from rich.table import Table
 
 from culturesim import __version__
+from culturesim.agents.judge_command import judge
 from culturesim.agents.probe_command import probe
 from culturesim.agents.simulate_command import simulate
 from culturesim.evaluation.commands import evaluate_app
 from culturesim.models.base import GenerationParams, ModelError
 from culturesim.scenarios.commands import scenarios_app
+from culturesim.training.corpus_command import corpus
 
 app = typer.Typer(
     name="culturesim",
@@ -29,6 +31,8 @@ app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(scenarios_app, name="scenarios")
 app.command("probe")(probe)
 app.command("simulate")(simulate)
+app.command("judge")(judge)
+app.command("corpus")(corpus)
 console = Console()
 errors = Console(stderr=True)
 

@@ -1,0 +1,285 @@
+"""The judge agent: rubric-driven verdicts on dialogues and instances, parsed robustly.
+
+A judge call renders the rubric's template, asks for one line per dimension plus CONFIDENCE and
+REASON, and reads the reply as JSON or as labelled lines, in any case. A reply it cannot read
+is answered with a correction naming the problem and retried (`max_attempts` in all); if it
+still fails, the Verdict records `parse_error` and no labels. It is counted as unparseable by
+every report and filter, never kept or dropped without a trace.
+
+CLCA's judge is three calls per dialogue: quality and cultural adherence (batched together),
+then a meta-judge that sees both judgements. The same dialogue can be judged with the
+participants listed in reverse order (variant "swapped") to measure position bias.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from culturesim.agents.rubrics import CONFIDENCES, Rubric
+from culturesim.jsonish import first_json_object
+from culturesim.models.base import Chat, GenerationParams, LanguageModel
+from culturesim.records import (
+    Answer,
+    Culture,
+    Dialogue,
+    Episode,
+    Instance,
+    Label,
+    Question,
+    Verdict,
+    stable_hash,
+)
+from culturesim.templating import PromptLibrary
+
+_LINE = re.compile(r"^[\s*#_-]*([A-Za-z][A-Za-z _]*?)[\s*_]*[:=][\s*_]*(.+?)\s*$", re.M)
+
+
+class UnreadableVerdict(ValueError):
+    """A judge reply without the required fields; the message says what is missing."""
+
+
+def parse_confidence(raw: str) -> str:
+    text = raw.strip().strip("\"'*<>[]().").lower()
+    if "very" in text or "highly" in text:
+        return "very confident"
+    if "not" in text or "unsure" in text or "uncertain" in text:
+        return "not sure"
+    if "confident" in text or "sure" in text:
+        return "confident"
+    raise UnreadableVerdict(f"confidence must be one of {', '.join(CONFIDENCES)}, got {raw!r}")
+
+
+def parse_verdict(text: str, rubric: Rubric) -> list[Label]:
+    """Labels for every rubric dimension from a JSON or labelled-lines reply."""
+    fields: dict[str, str] = {}
+    data = first_json_object(text)
+    if data is not None:
+        fields = {str(k).strip().lower().replace(" ", "_"): str(v) for k, v in data.items()}
+    for key, value in _LINE.findall(text):
+        fields.setdefault(key.strip().lower().replace(" ", "_"), value)
+    if "confidence" not in fields:
+        raise UnreadableVerdict("no CONFIDENCE line")
+    confidence = parse_confidence(fields["confidence"])
+    reason = " ".join(fields.get("reason", "").split())
+    labels = []
+    for dimension in rubric.dimensions:
+        if dimension.name not in fields:
+            raise UnreadableVerdict(f"no {dimension.name.upper()} line")
+        try:
+            value = dimension.check(fields[dimension.name])
+        except ValueError as error:
+            raise UnreadableVerdict(str(error)) from error
+        labels.append(
+            Label(dimension=dimension.name, value=value, confidence=confidence, reason=reason)  # type: ignore[arg-type]
+        )
+    return labels
+
+
+@dataclass
+class JudgeRequest:
+    target_id: str
+    rubric: Rubric
+    context: dict[str, Any]
+    variant: str = "default"
+    attempts: list[str] = field(default_factory=list)
+
+
+class Judge:
+    """Runs rubric requests through a model in batches, with corrections for unreadable replies."""
+
+    def __init__(
+        self,
+        model: LanguageModel,
+        *,
+        library: PromptLibrary | None = None,
+        max_attempts: int = 2,
+        max_new_tokens: int = 120,
+        seed: int = 0,
+    ) -> None:
+        self.model = model
+        self.library = library or PromptLibrary()
+        self.max_attempts = max_attempts
+        self.max_new_tokens = max_new_tokens
+        self.seed = seed
+
+    @property
+    def name(self) -> str:
+        return self.model.model_id
+
+    def run(self, requests: Sequence[JudgeRequest]) -> list[Verdict]:
+        """One Verdict per request (judge temperature 0, as CLCA's)."""
+        chats: list[Chat] = [
+            [
+                {
+                    "role": "user",
+                    "content": self.library.render(r.rubric.template, rubric=r.rubric, **r.context),
+                }
+            ]
+            for r in requests
+        ]
+        results: list[list[Label] | None] = [None] * len(requests)
+        problems = [""] * len(requests)
+        pending = list(range(len(requests)))
+        for attempt in range(self.max_attempts):
+            if not pending:
+                break
+            replies = self.model.generate(
+                [chats[i] for i in pending],
+                [
+                    GenerationParams(
+                        self.max_new_tokens,
+                        temperature=0.0,
+                        seed=int(stable_hash([self.seed, requests[i].target_id, attempt], 8), 16),
+                    )
+                    for i in pending
+                ],
+            )
+            still = []
+            for i, reply in zip(pending, replies, strict=True):
+                requests[i].attempts.append(reply.text)
+                try:
+                    results[i] = parse_verdict(reply.text, requests[i].rubric)
+                except UnreadableVerdict as problem:
+                    problems[i] = str(problem)
+                    chats[i] = [
+                        *chats[i],
+                        {"role": "assistant", "content": reply.text},
+                        {
+                            "role": "user",
+                            "content": self.library.render(
+                                "judge/correction.jinja2",
+                                rubric=requests[i].rubric,
+                                problem=str(problem),
+                            ),
+                        },
+                    ]
+                    still.append(i)
+            pending = still
+        verdicts = []
+        for request, labels, last_problem in zip(requests, results, problems, strict=True):
+            verdicts.append(
+                Verdict(
+                    target_id=request.target_id,
+                    rubric=request.rubric.name,
+                    judge=self.name,
+                    variant=request.variant,
+                    labels=tuple(labels or ()),
+                    parse_error="" if labels is not None else last_problem or "unreadable",
+                )
+            )
+        return verdicts
+
+
+# --------------------------------------------------------------------------- contexts
+
+
+def transcript_lines(dialogue: Dialogue, episode: Episode) -> list[str]:
+    names = {r.name: p.name for r, p in zip(episode.scenario.roles, episode.personas, strict=True)}
+    lines = []
+    for turn in dialogue.turns:
+        name = names.get(turn.speaker, turn.speaker)
+        if turn.malformed:
+            lines.append(f"{name}: (unreadable turn)")
+        elif turn.action == "speak":
+            lines.append(f'{name}: "{turn.utterance}"')
+        elif turn.action == "non-verbal":
+            lines.append(f"{name} [non-verbal]: {turn.utterance}")
+        elif turn.action == "leave":
+            lines.append(f"{name} leaves." + (f" ({turn.utterance})" if turn.utterance else ""))
+        else:
+            lines.append(f"{name} does nothing.")
+    return lines
+
+
+def dialogue_context(
+    dialogue: Dialogue, episode: Episode, cultures: dict[str, Culture], *, swapped: bool = False
+) -> dict[str, Any]:
+    participants = [
+        {
+            "name": person.name,
+            "age": person.age,
+            "occupation": person.occupation,
+            "culture": cultures[role.culture].name_in_text
+            if role.culture in cultures
+            else role.culture,
+            "goal": role.goal,
+        }
+        for role, person in zip(episode.scenario.roles, episode.personas, strict=True)
+    ]
+    if swapped:
+        participants.reverse()
+    return {
+        "scenario": episode.scenario,
+        "participants": participants,
+        "transcript": transcript_lines(dialogue, episode),
+    }
+
+
+def judge_dialogues(
+    judge: Judge,
+    dialogues: Sequence[Dialogue],
+    episodes: dict[str, Episode],
+    cultures: dict[str, Culture],
+    rubrics: dict[str, Rubric],
+    *,
+    variant: str = "default",
+) -> list[Verdict]:
+    """CLCA's three calls per dialogue: quality and cultural adherence, then the meta-judge."""
+    swapped = variant == "swapped"
+    contexts = {
+        d.id: dialogue_context(d, episodes[d.episode_id], cultures, swapped=swapped)
+        for d in dialogues
+    }
+    first = judge.run(
+        [
+            JudgeRequest(d.id, rubrics[name], contexts[d.id], variant)
+            for d in dialogues
+            for name in ("clca_quality", "clca_cultural")
+        ]
+    )
+    previous: dict[str, list[Label]] = {}
+    for verdict in first:
+        previous.setdefault(verdict.target_id, []).extend(verdict.labels)
+    meta = judge.run(
+        [
+            JudgeRequest(
+                d.id,
+                rubrics["clca_meta"],
+                {**contexts[d.id], "previous": previous.get(d.id, [])},
+                variant,
+            )
+            for d in dialogues
+        ]
+    )
+    return first + meta
+
+
+def judge_instances(
+    judge: Judge,
+    instances: Sequence[Instance],
+    questions: dict[str, Question],
+    answers: dict[str, Answer],
+    cultures: dict[str, Culture],
+    rubric: Rubric,
+) -> list[Verdict]:
+    """The instance check: is the question well formed, is the aware answer plausible?"""
+    requests = []
+    for instance in instances:
+        question = questions[instance.question_id]
+        distribution = instance.aware_distribution or answers[instance.aware_answer_id].distribution
+        best = max(range(len(distribution)), key=lambda i: distribution[i])
+        requests.append(
+            JudgeRequest(
+                instance.id,
+                rubric,
+                {
+                    "question": question,
+                    "answer": f"{best + 1}. {question.options[best]}",
+                    "culture": cultures[instance.culture],
+                },
+            )
+        )
+    return judge.run(requests)

@@ -1,0 +1,393 @@
+"""Training corpora from kept records, in TRL's chat format, with lineage on every row.
+
+Sets built (each a `datasets.DatasetDict` with train and validation splits):
+
+* `clca`: CLCA's views, mixed `dialogue:intent` (default 2:1).
+  - dialogue view, one per participant: the system prompt describes the participant the
+    assistant speaks as (goal, secret and cultural cues optional); the other participants'
+    turns are user messages, this participant's turns assistant messages.
+  - intent view: the transcript in, every utterance's intent (and cultural expectation) out.
+* `culturespa_joint`: one set for all cultures; system = the culture-aware prompt, target = the
+  aware answer (the option number, as published). `culturespa_<CODE>`: the same, per culture.
+* `dpo`: prompt = the aware prompt, chosen = the aware answer, rejected = the unaware answer,
+  for each instance whose two answers differ.
+
+Every set: splits stratified by culture (a row's split follows from a hash of its id),
+near-duplicates removed across the whole corpus (exact after normalising, then embeddings),
+and no row containing an evaluation question when an evaluation set is given.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from culturesim.agents.dedup import Embedder, normalise_text
+from culturesim.agents.judge import transcript_lines
+from culturesim.agents.prober import as_survey_question
+from culturesim.evaluation.administer import SurveyPrompter
+from culturesim.models.base import Chat
+from culturesim.records import Answer, Culture, Dialogue, Episode, Instance, Question, stable_hash
+from culturesim.scenarios.templates import _culture_view
+from culturesim.templating import PromptLibrary
+
+
+@dataclass(frozen=True)
+class CorpusSettings:
+    mixture: tuple[int, int] = (2, 1)  # dialogue views : intent views
+    include_goal: bool = True
+    include_secret: bool = True
+    include_cues: bool = True
+    validation_fraction: float = 0.1
+    dedup_threshold: float = 0.95
+    decontamination_threshold: float = 0.85
+    seed: int = 0
+
+
+@dataclass
+class Row:
+    """One training example before it becomes a dataset row."""
+
+    set_name: str
+    culture: str
+    source: str  # clca_dialogue | clca_intent | culturespa | dpo
+    record_ids: list[str]
+    messages: Chat = field(default_factory=list)
+    prompt: Chat = field(default_factory=list)
+    chosen: Chat = field(default_factory=list)
+    rejected: Chat = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return stable_hash([self.set_name, self.source, self.record_ids])
+
+    @property
+    def source_record(self) -> str:
+        """The record a row comes from (dialogue, instance): its views are not duplicates."""
+        return self.record_ids[0] if self.record_ids else self.id
+
+    @property
+    def text(self) -> str:
+        return "\n".join(m["content"] for m in self.messages or [*self.prompt, *self.chosen])
+
+    @property
+    def content_text(self) -> str:
+        """What makes the row itself: for a dialogue view the turns, not the shared scaffolding
+        (system prompt, scene) that every sample of an episode repeats."""
+        if self.source == "clca_dialogue":
+            return "\n".join(m["content"] for m in self.messages[2:])
+        return self.text
+
+
+@dataclass
+class CorpusReport:
+    rows: Counter[str] = field(default_factory=Counter)
+    by_culture: dict[str, Counter[str]] = field(default_factory=dict)
+    removed: Counter[str] = field(default_factory=Counter)
+    filters: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- CLCA views
+
+
+def _merge(chat: Chat) -> Chat:
+    """Consecutive messages of one role joined, so roles alternate as chat templates expect."""
+    merged: Chat = []
+    for message in chat:
+        if merged and merged[-1]["role"] == message["role"] and message["role"] != "system":
+            merged[-1] = {
+                "role": message["role"],
+                "content": merged[-1]["content"] + "\n" + message["content"],
+            }
+        else:
+            merged.append(dict(message))  # type: ignore[arg-type]
+    return merged
+
+
+def dialogue_views(
+    dialogue: Dialogue,
+    episode: Episode,
+    cultures: dict[str, Culture],
+    settings: CorpusSettings,
+    library: PromptLibrary,
+) -> list[Row]:
+    """One row per participant who acted, seen from that participant's side."""
+    scenario = episode.scenario
+    people = dict(zip([r.name for r in scenario.roles], episode.personas, strict=True))
+    rows = []
+    for role in scenario.roles:
+        me = people[role.name]
+        others = [
+            {"name": people[r.name].name, "occupation": people[r.name].occupation}
+            for r in scenario.roles
+            if r.name != role.name
+        ]
+        system = library.render(
+            "corpus/participant_system.jinja2",
+            me=me.model_dump(),
+            role=role.model_dump(),
+            culture=_culture_view(cultures[role.culture]),
+            scenario=scenario,
+            others=others,
+            include_goal=settings.include_goal,
+            include_secret=settings.include_secret,
+            include_cues=settings.include_cues,
+        )
+        chat: Chat = [
+            {"role": "system", "content": system},
+            {"role": "user", "content": f"[Scene] {scenario.setting}"},
+        ]
+        acted = False
+        for turn in dialogue.turns:
+            if turn.malformed:
+                continue
+            if turn.speaker == role.name:
+                acted = acted or turn.action in ("speak", "non-verbal")
+                chat.append(
+                    {"role": "assistant", "content": _own_turn(turn.action, turn.utterance)}
+                )
+            else:
+                name = people[turn.speaker].name
+                chat.append(
+                    {"role": "user", "content": _their_turn(name, turn.action, turn.utterance)}
+                )
+        chat = _merge(chat)
+        while chat and chat[-1]["role"] != "assistant":
+            chat.pop()
+        if acted and len(chat) >= 3:
+            rows.append(
+                Row("clca", role.culture, "clca_dialogue", [dialogue.id, episode.id, me.id], chat)
+            )
+    return rows
+
+
+def _own_turn(action: str, utterance: str) -> str:
+    if action == "speak":
+        return utterance
+    if action == "non-verbal":
+        return f"*{utterance}*"
+    if action == "leave":
+        return f"*leaves*{' ' + utterance if utterance else ''}"
+    return "*says nothing*"
+
+
+def _their_turn(name: str, action: str, utterance: str) -> str:
+    if action == "speak":
+        return f"{name}: {utterance}"
+    if action == "non-verbal":
+        return f"{name}: *{utterance}*"
+    if action == "leave":
+        return f"{name} leaves."
+    return f"{name} says nothing."
+
+
+def intent_view(
+    dialogue: Dialogue, episode: Episode, cultures: dict[str, Culture], library: PromptLibrary
+) -> Row | None:
+    names = {r.name: p.name for r, p in zip(episode.scenario.roles, episode.personas, strict=True)}
+    labelled = [t for t in dialogue.turns if t.intent]
+    if not labelled:
+        return None
+    host = cultures[episode.scenario.roles[0].culture]
+    user = library.render(
+        "corpus/intent_user.jinja2",
+        culture=_culture_view(host),
+        scenario=episode.scenario,
+        transcript=transcript_lines(dialogue, episode),
+    )
+    answer = "\n".join(
+        f"{names[t.speaker]}: {t.intent}"
+        + (f" (expectation: {t.cultural_expectation})" if t.cultural_expectation else "")
+        for t in labelled
+    )
+    chat: Chat = [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+    return Row("clca", host.code, "clca_intent", [dialogue.id, episode.id], chat)
+
+
+def mix(dialogue_rows: list[Row], intent_rows: list[Row], ratio: tuple[int, int]) -> list[Row]:
+    """Intent rows capped at ratio[1]/ratio[0] of the dialogue rows, chosen by id order."""
+    a, b = ratio
+    if a <= 0 or b < 0:
+        raise ValueError(f"mixture {a}:{b} must have a positive dialogue share")
+    keep = min(len(intent_rows), round(len(dialogue_rows) * b / a))
+    return dialogue_rows + sorted(intent_rows, key=lambda r: r.id)[:keep]
+
+
+# --------------------------------------------------------------------------- CultureSPA sets
+
+
+def instance_rows(
+    instances: Sequence[Instance],
+    questions: dict[str, Question],
+    answers: dict[str, Answer],
+    prompter: SurveyPrompter,
+) -> tuple[list[Row], list[Row], Counter[str]]:
+    """(SFT rows, DPO rows, skip counts); one pair per (question, culture), whatever rules kept it."""
+    sft, dpo, skipped = [], [], Counter[str]()
+    seen: set[tuple[str, str]] = set()
+    for instance in sorted(instances, key=lambda i: (i.question_id, i.culture, i.rule)):
+        key = (instance.question_id, instance.culture)
+        if key in seen:
+            continue
+        seen.add(key)
+        question = questions.get(instance.question_id)
+        if question is None:
+            skipped["question missing"] += 1
+            continue
+        form = as_survey_question(question)
+        aware = instance.aware_distribution or answers[instance.aware_answer_id].distribution
+        unaware = instance.unaware_distribution or answers[instance.unaware_answer_id].distribution
+        best_aware = int(np.argmax(aware)) + form.first_code
+        best_unaware = int(np.argmax(unaware)) + form.first_code
+        prompt: Chat = [
+            {"role": "system", "content": prompter.system_prompt("aware", instance.culture)},
+            {"role": "user", "content": prompter.user_prompt(form)},
+        ]
+        ids = [instance.id, question.id, instance.aware_answer_id, instance.unaware_answer_id]
+        sft.append(
+            Row(
+                "culturespa",
+                instance.culture,
+                "culturespa",
+                ids,
+                [*prompt, {"role": "assistant", "content": str(best_aware)}],
+            )
+        )
+        if best_aware == best_unaware:
+            skipped["dpo: aware and unaware answers agree"] += 1
+            continue
+        dpo.append(
+            Row(
+                "dpo",
+                instance.culture,
+                "dpo",
+                ids,
+                prompt=prompt,
+                chosen=[{"role": "assistant", "content": str(best_aware)}],
+                rejected=[{"role": "assistant", "content": str(best_unaware)}],
+            )
+        )
+    return sft, dpo, skipped
+
+
+# --------------------------------------------------------------------------- cleaning, splitting
+
+
+def remove_near_duplicates(
+    rows: list[Row], embedder: Embedder | None, threshold: float
+) -> tuple[list[Row], int]:
+    """Exact duplicates (normalised text) first, then near-duplicates by cosine similarity.
+
+    Only rows of one culture are compared (one question asked for two cultures is two
+    examples), and never rows from the same record (the two sides of one dialogue share
+    their content by design). Dialogue views are compared on their turns.
+    """
+    kept: list[Row] = []
+    seen: set[tuple[str, str]] = set()
+    for row in rows:
+        key = (row.culture, normalise_text(row.content_text))
+        if key in seen:
+            continue
+        seen.add(key)
+        kept.append(row)
+    if embedder is None or len(kept) < 2:
+        return kept, len(rows) - len(kept)
+    vectors = embedder.encode([r.content_text for r in kept])
+    chosen: list[int] = []
+    for i in range(len(kept)):
+        others = [
+            j
+            for j in chosen
+            if kept[j].culture == kept[i].culture and kept[j].source_record != kept[i].source_record
+        ]
+        if others and float(np.max(vectors[others] @ vectors[i])) >= threshold:
+            continue
+        chosen.append(i)
+    return [kept[i] for i in chosen], len(rows) - len(chosen)
+
+
+def decontaminate(
+    rows: list[Row],
+    eval_questions: Sequence[str],
+    embedder: Embedder | None,
+    threshold: float,
+) -> tuple[list[Row], int]:
+    """Drop rows that contain an evaluation question (verbatim after normalising, or close)."""
+    if not eval_questions:
+        return rows, 0
+    keys = [normalise_text(q) for q in eval_questions if len(q.strip()) > 15]
+    kept = [r for r in rows if not any(k and k in normalise_text(r.text) for k in keys)]
+    if embedder is not None and kept:
+        eval_vectors = embedder.encode(list(eval_questions))
+        survivors = []
+        for row in kept:
+            user = " ".join(
+                m["content"] for m in (row.messages or row.prompt) if m["role"] == "user"
+            )
+            if embedder.max_similarity_to(user[:2000], eval_vectors) < threshold:
+                survivors.append(row)
+        kept = survivors
+    return kept, len(rows) - len(kept)
+
+
+def split_by_culture(rows: list[Row], fraction: float, seed: int) -> dict[str, list[Row]]:
+    """Per culture, a `fraction` of rows (at least one where a culture has two or more) go to
+    validation; which ones follows from a seeded shuffle of their ids."""
+    splits: dict[str, list[Row]] = {"train": [], "validation": []}
+    by_culture: dict[str, list[Row]] = {}
+    for row in rows:
+        by_culture.setdefault(row.culture, []).append(row)
+    for culture, group in sorted(by_culture.items()):
+        ordered = sorted(group, key=lambda r: r.id)
+        random.Random(f"{seed}:{culture}").shuffle(ordered)
+        n_val = round(len(ordered) * fraction) if fraction > 0 else 0
+        if fraction > 0 and len(ordered) >= 2:
+            n_val = max(1, n_val)
+        splits["validation"] += ordered[:n_val]
+        splits["train"] += ordered[n_val:]
+    return splits
+
+
+def to_record(row: Row) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "id": row.id,
+        "culture": row.culture,
+        "source": row.source,
+        "lineage": list(row.record_ids),
+    }
+    if row.source == "dpo":
+        record.update(prompt=row.prompt, chosen=row.chosen, rejected=row.rejected)
+    else:
+        record["messages"] = row.messages
+    return record
+
+
+def write_set(name: str, splits: dict[str, list[Row]], out: Path) -> dict[str, int]:
+    """Save one set with `datasets`: save_to_disk, plus JSONL and Parquet per split."""
+    from datasets import Dataset, DatasetDict
+
+    folder = out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    data = DatasetDict(
+        {
+            split: Dataset.from_list([to_record(r) for r in rows])
+            if rows
+            else Dataset.from_list([])
+            for split, rows in splits.items()
+        }
+    )
+    data.save_to_disk(str(folder / "hf"))
+    for split, rows in splits.items():
+        with (folder / f"{split}.jsonl").open("w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(to_record(row), ensure_ascii=False) + "\n")
+        if rows:
+            data[split].to_parquet(str(folder / f"{split}.parquet"))
+    return {split: len(rows) for split, rows in splits.items()}

@@ -1,0 +1,289 @@
+"""The corpus builder: CLCA views, CultureSPA sets, DPO pairs, splits, dedup, decontamination."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+from datasets import load_from_disk
+from typer.testing import CliRunner
+
+from culturesim.agents.judge import Judge, judge_dialogues
+from culturesim.agents.roleplay import RolePlaySettings
+from culturesim.agents.rubrics import load_rubrics
+from culturesim.agents.simulation import SimulationSettings, Simulator
+from culturesim.cli import app
+from culturesim.models.base import Prompt
+from culturesim.records import Answer, Dialogue, Episode, Instance, Question
+from culturesim.scenarios.cultures import load_cultures
+from culturesim.scenarios.episodes import build_episodes, culture_groups
+from culturesim.scenarios.templates import ScenarioLibrary
+from culturesim.store import RunStore
+from tests.conftest import ScriptedModel, prompt_text
+
+runner = CliRunner()
+CULTURES = load_cultures()
+EVAL_QUESTION = "How important is family in your life these days, would you say?"
+
+
+WORDS = [
+    "rice",
+    "tea",
+    "money",
+    "wedding",
+    "uncle",
+    "train",
+    "office",
+    "garden",
+    "rain",
+    "festival",
+    "shop",
+    "debt",
+    "promise",
+    "holiday",
+    "letter",
+    "school",
+    "doctor",
+    "bicycle",
+    "river",
+    "temple",
+    "market",
+    "dinner",
+    "gift",
+    "harbour",
+    "winter",
+    "contract",
+]
+CALLS = iter(range(1_000_000))
+
+
+def actor(prompt: Prompt) -> str:
+    text = prompt_text(prompt)
+    if "intent" in text and "INTENT" in text:
+        return " To be polite.\nCULTURAL: Guests defer to hosts."
+    n = next(CALLS)
+    words = " ".join(WORDS[(n * 7 + k * 11) % len(WORDS)] for k in range(6))
+    return f" speak\nOUTPUT: About the {words}."
+
+
+def judge_reply(prompt: Prompt) -> str:
+    text = prompt_text(prompt)
+    verdict = "bad" if "Mexico" in text else "good"  # the judge drops the MEX dialogues
+    name = (
+        "META"
+        if "Judgements:" in text
+        else ("QUALITY" if "good conversation" in text else "CULTURAL_ADHERENCE")
+    )
+    return f"{name}: {verdict}\nCONFIDENCE: very confident\nREASON: r"
+
+
+def make_run(tmp_path: Path) -> Path:
+    run = tmp_path / "run"
+    store = RunStore.open(run, {"test": "corpus"})
+    library = ScenarioLibrary()
+    episodes = build_episodes(
+        library,
+        library.select("borrow_money,wedding_guest_list"),
+        culture_groups("JPN,MEX", CULTURES),
+    )
+    Simulator(
+        ScriptedModel(actor),
+        store,
+        SimulationSettings(
+            per_episode=2, roleplay=RolePlaySettings(action_mode="free", max_turns=4)
+        ),
+        cultures=CULTURES,
+    ).run(episodes, show_progress=False)
+    dialogues = store.read(Dialogue)
+    verdicts = judge_dialogues(
+        Judge(ScriptedModel(judge_reply)),
+        dialogues,
+        {e.id: e for e in store.read(Episode)},
+        CULTURES,
+        load_rubrics(),
+    )
+    store.append_many(verdicts)
+    questions = [
+        Question(
+            topic="t",
+            text="Should children obey their elders without question?",
+            options=("Yes", "No"),
+        ),
+        Question(
+            topic="t",
+            text="Is it acceptable to refuse a gift from a colleague?",
+            options=("Yes", "No"),
+        ),
+        Question(topic="t", text=EVAL_QUESTION, options=("Very", "Not")),
+    ]
+    store.append_many(questions)
+    for question in questions:
+        unaware = Answer(
+            question_id=f"survey:{question.id}",
+            prompt="unaware",
+            model="m",
+            distribution=(0.8, 0.2),
+        )
+        store.append(unaware)
+        for culture, dist in (("JPN", (0.3, 0.7)), ("DEU", (0.9, 0.1))):
+            aware = Answer(
+                question_id=f"survey:{question.id}", culture=culture, model="m", distribution=dist
+            )
+            store.append(aware)
+            store.append(
+                Instance(
+                    question_id=question.id,
+                    culture=culture,
+                    rule="jsd",
+                    aware_answer_id=aware.id,
+                    unaware_answer_id=unaware.id,
+                    aware_distribution=dist,
+                    unaware_distribution=(0.8, 0.2),
+                )
+            )
+    result = runner.invoke(app, ["judge", str(run), "--stats"])
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def test_corpus_builds_every_set_in_trl_format_with_lineage(tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    eval_file = tmp_path / "eval.json"
+    eval_file.write_text(json.dumps([{"id": "Q1", "question": EVAL_QUESTION}]))
+    out = tmp_path / "corpus"
+    result = runner.invoke(
+        app, ["corpus", str(run), "--out", str(out), "--eval-questions", str(eval_file)]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "corpus_summary.json").read_text())
+
+    # CLCA: only the JPN dialogues survived the judge; each participant's view plus intents.
+    clca = load_from_disk(str(out / "clca" / "hf"))
+    rows = list(clca["train"]) + list(clca["validation"])
+    assert {r["culture"] for r in rows} == {"JPN"}
+    views = [r for r in rows if r["source"] == "clca_dialogue"]
+    intents = [r for r in rows if r["source"] == "clca_intent"]
+    kept_dialogues = {r["lineage"][0] for r in views}
+    assert len(intents) == min(len(kept_dialogues), round(len(views) / 2)), "mixture 2:1 at most"
+    store = RunStore(run)
+    episodes = {e.id: e for e in store.read(Episode)}
+    for row in views:
+        _dialogue_id, episode_id, persona_id = row["lineage"]
+        persona = next(p for p in episodes[episode_id].personas if p.id == persona_id)
+        system = row["messages"][0]
+        assert system["role"] == "system" and system["content"].startswith(
+            f"You are {persona.name},"
+        )
+        others = [p.name for p in episodes[episode_id].personas if p.id != persona_id]
+        assert all(not system["content"].startswith(f"You are {o}") for o in others)
+        roles = [m["role"] for m in row["messages"][1:]]
+        assert roles[0] == "user" and roles[-1] == "assistant"
+        assert all(a != b for a, b in itertools.pairwise(roles)), "roles alternate"
+        assert "Your goal:" in system["content"] and "culture that is" in system["content"]
+    for row in intents:
+        assert (
+            "To be polite. (expectation: Guests defer to hosts.)" in row["messages"][-1]["content"]
+        )
+
+    # CultureSPA: the evaluation question was removed; joint and per-culture sets; DPO pairs.
+    joint = load_from_disk(str(out / "culturespa_joint" / "hf"))
+    spa = list(joint["train"]) + list(joint["validation"])
+    assert len(spa) == 4 and all(EVAL_QUESTION not in json.dumps(r) for r in spa)
+    assert summary["removed"]["culturespa evaluation overlap"] == 2
+    for row in spa:
+        assert (
+            row["messages"][0]["content"].endswith("cultural background.")
+            or "background" in row["messages"][0]["content"]
+        )
+        assert row["messages"][-1]["content"] == ("2" if row["culture"] == "JPN" else "1")
+    assert (out / "culturespa_JPN" / "train.jsonl").exists()
+    assert (out / "culturespa_DEU" / "validation.parquet").exists() or (
+        out / "culturespa_DEU" / "train.parquet"
+    ).exists()
+    dpo = [
+        json.loads(line)
+        for split in ("train", "validation")
+        for line in (out / "dpo" / f"{split}.jsonl").read_text().splitlines()
+    ]
+    assert {r["culture"] for r in dpo} == {"JPN"}, "DEU's aware answer equals the unaware one"
+    for row in dpo:
+        assert row["chosen"][0]["content"] == "2" and row["rejected"][0]["content"] == "1"
+        assert row["prompt"][0]["role"] == "system" and len(row["lineage"]) == 4
+    assert summary["removed"]["dpo: aware and unaware answers agree"] == 3
+
+    # Splits are stratified by culture: every culture with 2+ rows has a validation row.
+    for name in ("clca", "culturespa_joint"):
+        data = load_from_disk(str(out / name / "hf"))
+        for culture in set(data["train"]["culture"]) | set(data["validation"]["culture"]):
+            total = data["train"]["culture"].count(culture) + data["validation"]["culture"].count(
+                culture
+            )
+            if total >= 2:
+                assert culture in data["validation"]["culture"]
+    card = (out / "README.md").read_text()
+    assert "| clca |" in card and "evaluation overlap" in card
+
+
+def test_mixture_caps_intent_views_at_the_ratio() -> None:
+    from culturesim.training.corpus import Row, mix
+
+    views = [Row("clca", "JPN", "clca_dialogue", [f"d{i}"]) for i in range(10)]
+    intents = [Row("clca", "JPN", "clca_intent", [f"d{i}"]) for i in range(10)]
+    assert sum(r.source == "clca_intent" for r in mix(views, intents, (2, 1))) == 5
+    assert sum(r.source == "clca_intent" for r in mix(views, intents, (1, 1))) == 10
+    assert sum(r.source == "clca_intent" for r in mix(views, intents, (1, 0))) == 0
+
+
+def test_near_duplicate_dialogue_views_are_removed() -> None:
+    from culturesim.agents.dedup import Embedder
+    from culturesim.training.corpus import Row, remove_near_duplicates
+
+    head = [
+        {"role": "system", "content": "You are Sato Kenji, a 61-year-old office worker."},
+        {"role": "user", "content": "[Scene] Two relatives meet at a family home in Nagoya."},
+    ]
+
+    def view(record: str, user: str, reply: str, culture: str = "JPN") -> Row:
+        turns = [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]
+        return Row("clca", culture, "clca_dialogue", [record], [*head, *turns])
+
+    rows = [
+        view("a", "Hello, how was the trip to Osaka?", "It was long but good."),
+        view("b", "Hello, how was the trip to Osaka?", "It was long but good."),  # exact
+        view("c", "Hello, how was the trip to Osaka?", "It was long, but good!"),  # near
+        view("a", "Hello, how was the trip to Osaka?", "It was long but good, thanks."),  # same
+        view("d", "Shall we split the bill tonight?", "No, this one is on me."),
+        view("e", "Hello, how was the trip to Osaka?", "It was long but good.", "MEX"),
+    ]
+    kept, removed = remove_near_duplicates(rows, Embedder(), 0.95)
+    assert [(r.record_ids[0], r.culture) for r in kept] == [
+        ("a", "JPN"),
+        ("a", "JPN"),
+        ("d", "JPN"),
+        ("e", "MEX"),
+    ]
+    assert removed == 2
+
+
+def test_unjudged_dialogues_are_refused_unless_asked(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    store = RunStore.open(run, {"test": "unjudged"})
+    library = ScenarioLibrary()
+    episodes = build_episodes(
+        library, [library.get("borrow_money")], culture_groups("JPN", CULTURES)
+    )
+    Simulator(
+        ScriptedModel(actor),
+        store,
+        SimulationSettings(
+            per_episode=1, roleplay=RolePlaySettings(action_mode="free", max_turns=2)
+        ),
+        cultures=CULTURES,
+    ).run(episodes, show_progress=False)
+    refused = runner.invoke(app, ["corpus", str(run), "--out", str(tmp_path / "c")])
+    assert refused.exit_code == 1 and "culturesim judge" in refused.output
+    allowed = runner.invoke(
+        app, ["corpus", str(run), "--out", str(tmp_path / "c"), "--unjudged", "--no-embeddings"]
+    )
+    assert allowed.exit_code == 0, allowed.output
