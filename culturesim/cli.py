@@ -18,6 +18,7 @@ from culturesim.evaluation.commands import evaluate_app
 from culturesim.models.base import GenerationParams, ModelError
 from culturesim.scenarios.commands import scenarios_app
 from culturesim.training.corpus_command import corpus
+from culturesim.training.train_command import train
 
 app = typer.Typer(
     name="culturesim",
@@ -33,6 +34,7 @@ app.command("probe")(probe)
 app.command("simulate")(simulate)
 app.command("judge")(judge)
 app.command("corpus")(corpus)
+app.command("train")(train)
 console = Console()
 errors = Console(stderr=True)
 

@@ -151,3 +151,19 @@ def prompt_text(prompt: Prompt) -> str:
 @pytest.fixture
 def scripted() -> Iterator[ScriptedModel]:
     yield ScriptedModel()
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A corpus built by `culturesim corpus` from a scripted, judged run (all sets)."""
+    from typer.testing import CliRunner
+
+    from culturesim.cli import app
+    from tests.test_corpus import make_run
+
+    root = tmp_path_factory.mktemp("training-corpus")
+    run = make_run(root)
+    out = root / "corpus"
+    result = CliRunner().invoke(app, ["corpus", str(run), "--out", str(out), "--no-embeddings"])
+    assert result.exit_code == 0, result.output
+    return out

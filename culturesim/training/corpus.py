@@ -375,12 +375,13 @@ def write_set(name: str, splits: dict[str, list[Row]], out: Path) -> dict[str, i
 
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
+    # An empty split is left out of the `datasets` folder (it cannot be reloaded from disk);
+    # its JSONL file is still written, empty.
     data = DatasetDict(
         {
             split: Dataset.from_list([to_record(r) for r in rows])
-            if rows
-            else Dataset.from_list([])
             for split, rows in splits.items()
+            if rows
         }
     )
     data.save_to_disk(str(folder / "hf"))
@@ -388,6 +389,6 @@ def write_set(name: str, splits: dict[str, list[Row]], out: Path) -> dict[str, i
         with (folder / f"{split}.jsonl").open("w", encoding="utf-8") as handle:
             for row in rows:
                 handle.write(json.dumps(to_record(row), ensure_ascii=False) + "\n")
-        if rows:
+        if split in data:
             data[split].to_parquet(str(folder / f"{split}.parquet"))
     return {split: len(rows) for split, rows in splits.items()}
