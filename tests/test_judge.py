@@ -167,3 +167,16 @@ def test_cohen_kappa_and_position_agreement() -> None:
     ]
     (report,) = agreement(verdicts, ("j", "default"), ("j", "swapped"))
     assert report.items == 4 and report.agreement == 0.75
+
+
+def test_score_mode_reads_labels_from_probabilities() -> None:
+    # ScriptedModel scores a candidate by minus its length: " bad" beats " good" by one nat,
+    # a share of 1 / (1 + e^-1) = 0.73, which the documented rule calls "confident".
+    judge = Judge(ScriptedModel(), mode="score")
+    context = {"scenario": {"setting": "s"}, "participants": [], "transcript": []}
+    (verdict,) = judge.run([JudgeRequest("d1", RUBRICS["clca_quality"], context)])
+    (label,) = verdict.labels
+    assert (label.value, label.confidence) == ("bad", "confident")
+    assert verdict.judge == "scripted#score" and not verdict.parse_error
+    with pytest.raises(ValueError, match="generate or score"):
+        Judge(ScriptedModel(), mode="vote")

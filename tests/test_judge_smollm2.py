@@ -68,3 +68,12 @@ def test_smollm2_judges_simulated_dialogues(smollm2: TransformersModel, tmp_path
     again = runner.invoke(app, ["judge", str(run), "--model", "smollm2", "--position-check"])
     assert again.exit_code == 0
     assert len(store.read(Verdict)) == len(verdicts), "a judged dialogue is not judged twice"
+
+    scored = runner.invoke(app, ["judge", str(run), "--model", "smollm2", "--mode", "score"])
+    assert scored.exit_code == 0, scored.output
+    by_score = [v for v in store.read(Verdict) if v.judge == f"{smollm2.model_id}#score"]
+    assert len(by_score) == 2 * 3 and not any(v.parse_error for v in by_score)
+    stats = json.loads((run / "judge_stats.json").read_text())
+    assert stats["judge"] == f"{smollm2.model_id}#score"
+    assert stats["dialogues"]["unparseable"] == 0
+    assert stats["dialogues"]["kept"] + stats["dialogues"]["dropped"] == 2

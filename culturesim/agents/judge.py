@@ -13,6 +13,7 @@ participants listed in reverse order (variant "swapped") to measure position bia
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -87,8 +88,25 @@ class JudgeRequest:
     attempts: list[str] = field(default_factory=list)
 
 
+def confidence_from_probability(probability: float) -> str:
+    """Score mode's confidence: >= 0.9 very confident, >= 0.7 confident, else not sure."""
+    if probability >= 0.9:
+        return "very confident"
+    if probability >= 0.7:
+        return "confident"
+    return "not sure"
+
+
 class Judge:
-    """Runs rubric requests through a model in batches, with corrections for unreadable replies."""
+    """Runs rubric requests through a model in batches, with corrections for unreadable replies.
+
+    `mode="generate"` (default) asks for the labelled answer and parses it. `mode="score"`
+    reads each dimension's label from the model's probabilities over the allowed labels after
+    the prefilled "<DIMENSION>:", and turns the winning label's share into a confidence
+    (`confidence_from_probability`). Score mode always yields a verdict; it suits small judges
+    that cannot keep to the answer form (SmolLM2-135M answered none of 36 judge prompts in
+    the form asked).
+    """
 
     def __init__(
         self,
@@ -98,16 +116,64 @@ class Judge:
         max_attempts: int = 2,
         max_new_tokens: int = 120,
         seed: int = 0,
+        mode: str = "generate",
     ) -> None:
+        if mode not in ("generate", "score"):
+            raise ValueError(f"judge mode must be generate or score, got {mode!r}")
         self.model = model
         self.library = library or PromptLibrary()
         self.max_attempts = max_attempts
         self.max_new_tokens = max_new_tokens
         self.seed = seed
+        self.mode = mode
+
+    def _score(self, requests: Sequence[JudgeRequest], chats: list[Chat]) -> list[Verdict]:
+        prompts: list[Chat] = []
+        candidates: list[list[str]] = []
+        slots: list[tuple[int, int]] = []
+        for i, request in enumerate(requests):
+            for d, dimension in enumerate(request.rubric.dimensions):
+                labels = (
+                    list(dimension.labels)
+                    if dimension.labels is not None
+                    else [str(v) for v in range(dimension.scale[0], dimension.scale[1] + 1)]  # type: ignore[index]
+                )
+                prompts.append(
+                    [*chats[i], {"role": "assistant", "content": f"{dimension.name.upper()}:"}]
+                )
+                candidates.append([f" {label}" for label in labels])
+                slots.append((i, d))
+        scores = self.model.score(prompts, candidates)
+        labels_for: dict[int, list[Label]] = {i: [] for i in range(len(requests))}
+        for (i, d), options, logprobs in zip(slots, candidates, scores, strict=True):
+            top = max(logprobs)
+            weights = [math.exp(lp - top) for lp in logprobs]
+            best = max(range(len(options)), key=lambda k: weights[k])
+            share = weights[best] / sum(weights)
+            dimension = requests[i].rubric.dimensions[d]
+            labels_for[i].append(
+                Label(
+                    dimension=dimension.name,
+                    value=options[best].strip(),
+                    confidence=confidence_from_probability(share),  # type: ignore[arg-type]
+                    reason=f"label probability {share:.2f}",
+                )
+            )
+        return [
+            Verdict(
+                target_id=r.target_id,
+                rubric=r.rubric.name,
+                judge=self.name,
+                variant=r.variant,
+                labels=tuple(labels_for[i]),
+            )
+            for i, r in enumerate(requests)
+        ]
 
     @property
     def name(self) -> str:
-        return self.model.model_id
+        """The judge's identity in verdicts: the model, and how it judged."""
+        return self.model.model_id + ("#score" if self.mode == "score" else "")
 
     def run(self, requests: Sequence[JudgeRequest]) -> list[Verdict]:
         """One Verdict per request (judge temperature 0, as CLCA's)."""
@@ -120,6 +186,8 @@ class Judge:
             ]
             for r in requests
         ]
+        if self.mode == "score":
+            return self._score(requests, chats)
         results: list[list[Label] | None] = [None] * len(requests)
         problems = [""] * len(requests)
         pending = list(range(len(requests)))

@@ -32,6 +32,9 @@ def judge(
     rubrics_dir: Annotated[
         list[Path] | None, typer.Option(help="Your rubric YAML files or folders.")
     ] = None,
+    mode: Annotated[
+        str, typer.Option(help="generate (parse the answer) or score (label probabilities).")
+    ] = "generate",
     attempts: Annotated[int, typer.Option(min=1)] = 2,
     max_new_tokens: Annotated[int, typer.Option(min=8)] = 120,
     stats: Annotated[
@@ -80,7 +83,13 @@ def judge(
             except ModelError as error:
                 errors.print(f"[bold red]error:[/] {error}")
                 raise typer.Exit(code=1) from error
-            judge_agent = Judge(lm, max_attempts=attempts, max_new_tokens=max_new_tokens)
+            try:
+                judge_agent = Judge(
+                    lm, max_attempts=attempts, max_new_tokens=max_new_tokens, mode=mode
+                )
+            except ValueError as error:
+                errors.print(f"[bold red]error:[/] {error}")
+                raise typer.Exit(code=1) from error
             done = store.done_ids(Verdict)
             variants = ["default"] + (["swapped"] if position_check and spec == model else [])
             for variant in variants:
@@ -88,7 +97,7 @@ def judge(
                     d
                     for d in dialogues
                     if Verdict(
-                        target_id=d.id, rubric="clca_meta", judge=lm.model_id, variant=variant
+                        target_id=d.id, rubric="clca_meta", judge=judge_agent.name, variant=variant
                     ).id
                     not in done
                 ]
@@ -103,7 +112,7 @@ def judge(
             todo_instances = [
                 i
                 for i in instances
-                if Verdict(target_id=i.id, rubric="culturespa_instance", judge=lm.model_id).id
+                if Verdict(target_id=i.id, rubric="culturespa_instance", judge=judge_agent.name).id
                 not in done
             ]
             if todo_instances:
@@ -121,7 +130,7 @@ def judge(
                         )
                     )
             if spec == model:
-                primary = lm.model_id
+                primary = judge_agent.name
 
     verdicts = store.read(Verdict)
     primary_id = (
