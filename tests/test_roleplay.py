@@ -297,3 +297,20 @@ def test_a_failing_conversation_is_listed_and_the_others_finish(tmp_path: Path) 
     assert summary.done == 1 and len(summary.failed) == 1
     assert "backend went away" in summary.failed[0]["error"]
     assert store.read_json("failed")[0]["dialogue_id"] == summary.failed[0]["dialogue_id"]
+
+
+def test_a_bad_simulate_config_names_the_file_and_field(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from culturesim.cli import app
+
+    config = tmp_path / "sim.yaml"
+    config.write_text("simulate:\n  per_episode: 0\n  temperatur: 0.5\n")
+    result = CliRunner().invoke(
+        app, ["simulate", "--out", str(tmp_path / "run"), "--config", str(config)]
+    )
+    assert result.exit_code == 1
+    output = " ".join(result.output.split())  # the console wraps long lines
+    assert str(config) in output
+    assert "field 'per_episode'" in output and "field 'temperatur'" in output
+    assert not (tmp_path / "run").exists(), "nothing is written for a config that does not validate"

@@ -19,10 +19,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from culturesim.paths import package_data
+from culturesim.yamlfiles import load_yaml_model
 
 CONFIDENCES = ("very confident", "confident", "not sure")
 
@@ -92,17 +92,7 @@ def rubric_dirs(extra: Iterable[str | Path] = ()) -> list[Path]:
 
 
 def load_rubric_file(path: Path) -> Rubric:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as error:
-        raise RubricError(f"{path}: cannot read the rubric ({error})") from error
-    try:
-        return Rubric.model_validate(data)
-    except ValidationError as error:
-        problems = "; ".join(
-            f"field '{'.'.join(str(p) for p in e['loc'])}': {e['msg']}" for e in error.errors()
-        )
-        raise RubricError(f"{path}: {problems}") from error
+    return load_yaml_model(path, Rubric, RubricError, "name, question, dimensions, ...")
 
 
 def load_rubrics(extra: Iterable[str | Path] = ()) -> dict[str, Rubric]:

@@ -110,11 +110,10 @@ def simulate(
             {**base, **{k: v for k, v in given.items() if v is not None}}
         )
     except ValidationError as error:
+        from culturesim.yamlfiles import validation_problems
+
         where = f"{config}: " if config is not None else ""
-        problems = "; ".join(
-            f"field '{'.'.join(str(p) for p in e['loc'])}': {e['msg']}" for e in error.errors()
-        )
-        errors.print(f"[bold red]error:[/] {where}{problems}")
+        errors.print(f"[bold red]error:[/] {where}{validation_problems(error)}")
         raise typer.Exit(code=1) from error
     except ValueError as error:
         errors.print(f"[bold red]error:[/] {error}")

@@ -10,11 +10,9 @@ import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import yaml
-from pydantic import ValidationError
-
 from culturesim.paths import package_data
 from culturesim.records import Culture
+from culturesim.yamlfiles import load_yaml_model
 
 
 class CultureFileError(ValueError):
@@ -26,21 +24,7 @@ def culture_dirs(extra_dirs: Iterable[str | Path] = ()) -> list[Path]:
 
 
 def load_culture_file(path: Path) -> Culture:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise CultureFileError(f"{path}{line}: not valid YAML ({error})") from error
-    if not isinstance(data, dict):
-        raise CultureFileError(f"{path}: expected a mapping of fields (code, name, demonym, ...)")
-    try:
-        return Culture.model_validate(data)
-    except ValidationError as error:
-        problems = "; ".join(
-            f"field '{'.'.join(str(p) for p in e['loc'])}': {e['msg']}" for e in error.errors()
-        )
-        raise CultureFileError(f"{path}: {problems}") from error
+    return load_yaml_model(path, Culture, CultureFileError, "code, name, demonym, ...")
 
 
 def load_cultures(extra_dirs: Iterable[str | Path] = ()) -> dict[str, Culture]:
