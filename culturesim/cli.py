@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -16,6 +16,9 @@ from culturesim.agents.probe_command import probe
 from culturesim.agents.simulate_command import simulate
 from culturesim.evaluation.commands import evaluate_app
 from culturesim.models.base import GenerationParams, ModelError
+from culturesim.pipeline.run_command import run
+from culturesim.report.command import report
+from culturesim.runs_command import runs_app
 from culturesim.scenarios.commands import scenarios_app
 from culturesim.training.corpus_command import corpus
 from culturesim.training.train_command import train
@@ -30,11 +33,14 @@ models_app = typer.Typer(help="Language model backends.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(scenarios_app, name="scenarios")
+app.add_typer(runs_app, name="runs")
 app.command("probe")(probe)
 app.command("simulate")(simulate)
 app.command("judge")(judge)
 app.command("corpus")(corpus)
 app.command("train")(train)
+app.command("run")(run)
+app.command("report")(report)
 console = Console()
 errors = Console(stderr=True)
 
@@ -59,6 +65,9 @@ def main(
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our own progress bars speak for long work
+    import datasets
+
+    datasets.disable_progress_bars()
 
 
 def fail(message: str) -> typer.Exit:
@@ -116,20 +125,33 @@ def serve(
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
     max_batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    faults: Annotated[
+        str | None,
+        typer.Option(help="Inject faults for testing, e.g. error=0.1,hang=0.05,garbage=0.05."),
+    ] = None,
+    fault_seed: Annotated[int, typer.Option()] = 0,
+    hang_seconds: Annotated[float, typer.Option(help="How long an injected hang lasts.")] = 30.0,
 ) -> None:
     """Serve a local model over an OpenAI-compatible API (chat and text completions)."""
     import uvicorn
 
+    from culturesim.models.faults import FaultInjector, FaultPlan
     from culturesim.models.registry import build_model
     from culturesim.models.server import create_app
     from culturesim.models.transformers_backend import TransformersModel
 
+    try:
+        plan = FaultPlan.parse(faults, hang_s=hang_seconds, seed=fault_seed) if faults else None
+    except ValueError as error:
+        raise fail(str(error)) from error
     lm = build_model(model)
     if not isinstance(lm, TransformersModel):
         raise fail("serve runs in-process models only (smollm2 or a local model directory)")
-    uvicorn.run(
-        create_app(lm, max_batch_size=max_batch_size), host=host, port=port, log_level="warning"
-    )
+    server: Any = create_app(lm, max_batch_size=max_batch_size)
+    if plan is not None:
+        server = FaultInjector(server, plan)
+        errors.print(f"[yellow]injecting faults:[/] {plan.rates} (seed {plan.seed})")
+    uvicorn.run(server, host=host, port=port, log_level="warning")
 
 
 if __name__ == "__main__":

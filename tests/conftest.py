@@ -22,6 +22,7 @@ from culturesim.models.transformers_backend import TransformersModel
 
 hf_logging.disable_progress_bar()
 SHARED_WVS = Path(__file__).resolve().parents[2] / "shared" / "data" / "wvs"
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "demo.yaml"
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
@@ -165,5 +166,31 @@ def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = make_run(root)
     out = root / "corpus"
     result = CliRunner().invoke(app, ["corpus", str(run), "--out", str(out), "--no-embeddings"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def tiny_overrides(out: Path, model: Path) -> list[str]:
+    """The demo config with a tiny random Llama in every part and a smaller training run."""
+    values = [f"out={out}", "train.max_steps=2", "judge.rule=none", "train.max_length=2048"]
+    values += [f"models.{part}={model}" for part in ("actor", "prober", "judge", "base")]
+    values.append(
+        f"evaluate.survey_dir={SHARED_WVS}" if SHARED_WVS.is_dir() else "evaluate.survey_dir=null"
+    )
+    return values
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """`culturesim run examples/demo.yaml` end to end with the tiny model, uninterrupted."""
+    from typer.testing import CliRunner
+
+    from culturesim.cli import app
+
+    out = tmp_path_factory.mktemp("loop") / "run"
+    args = ["run", str(DEMO_CONFIG)]
+    for value in tiny_overrides(out, tiny_model_dir):
+        args += ["--set", value]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     return out

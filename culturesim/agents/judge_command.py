@@ -171,7 +171,8 @@ def judge(
             str(row.get("unparseable", 0)),
             f"{row.get('kept', 0) / total:.0%}",
         )
-    console.print(table)
+    if by_culture:
+        console.print(table)
     if instance_decisions:
         counts = {
             s: sum(d.status == s for d in instance_decisions)

@@ -76,6 +76,15 @@ def simulate(
     concurrency: Annotated[int | None, typer.Option(help="Conversations in flight.")] = None,
     max_batch_size: Annotated[int | None, typer.Option()] = None,
     scenario_dir: Annotated[list[str] | None, typer.Option(help="Your template folder.")] = None,
+    retry_failed: Annotated[
+        bool, typer.Option(help="Run again the dialogues listed in failed.jsonl.")
+    ] = False,
+    ray_actors: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Shard the episodes over N Ray actors, each with a model replica."
+        ),
+    ] = 0,
 ) -> None:
     """Simulate conversations between persona agents; write Episode and Dialogue records."""
     from culturesim.agents.roleplay import RolePlaySettings
@@ -132,31 +141,54 @@ def simulate(
         # Resource settings do not change what is generated, so a run may resume with others.
         identity = settings.model_dump(exclude={"concurrency", "max_batch_size"})
         store = RunStore.open(out, {"command": "simulate", **identity}, seed=settings.seed)
-        lm = build_model(settings.model, cache_path=out / "cache.sqlite")
+        lm = None if ray_actors else build_model(settings.model, cache_path=out / "cache.sqlite")
     except (ScenarioError, CultureFileError, ManifestMismatch, ModelError, ValueError) as error:
         errors.print(f"[bold red]error:[/] {error}")
         raise typer.Exit(code=1) from error
-    simulator = Simulator(
-        lm,
-        store,
-        SimulationSettings(
-            per_episode=settings.per_episode,
-            concurrency=settings.concurrency,
-            max_batch_size=settings.max_batch_size,
-            annotate_intents=settings.intents,
-            seed=settings.seed,
-            roleplay=RolePlaySettings(
-                temperature=settings.temperature,
-                top_p=settings.top_p,
-                max_new_tokens=settings.max_new_tokens,
-                action_mode=settings.action_mode,
-                allow_leave_after=settings.allow_leave_after,
-                max_turns=settings.max_turns,
-            ),
+    simulation_settings = SimulationSettings(
+        per_episode=settings.per_episode,
+        concurrency=settings.concurrency,
+        max_batch_size=settings.max_batch_size,
+        annotate_intents=settings.intents,
+        seed=settings.seed,
+        roleplay=RolePlaySettings(
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            max_new_tokens=settings.max_new_tokens,
+            action_mode=settings.action_mode,
+            allow_leave_after=settings.allow_leave_after,
+            max_turns=settings.max_turns,
         ),
-        cultures=known,
     )
-    summary = simulator.run(episodes)
+    try:
+        if ray_actors:
+            from culturesim.scale.ray_simulation import simulate_with_ray
+
+            summary = simulate_with_ray(
+                settings.model,
+                store,
+                episodes,
+                simulation_settings,
+                actors=ray_actors,
+                retry_failed=retry_failed,
+            )
+        else:
+            assert lm is not None
+            simulator = Simulator(lm, store, simulation_settings, cultures=known)
+            summary = simulator.run(episodes, retry_failed=retry_failed)
+    except KeyboardInterrupt:
+        written = len(store.done_ids("dialogue"))
+        errors.print(
+            f"[yellow]stopped:[/] {written} dialogue(s) are safely in {out}/dialogue.jsonl; the "
+            "ones in flight were dropped whole. Rerun the same command to resume."
+        )
+        raise typer.Exit(code=130) from None
+    finally:
+        from culturesim.models.openai_backend import retry_log_of
+
+        retries = retry_log_of(lm)
+        if retries is not None:  # an openai backend: what its retries went through
+            store.append_json("backend_log", [retries.as_dict()])
     store.append_json("simulation_log", [summary.as_dict()])
     table = Table(
         "episodes", "dialogues written", "already done", "failed", "stop reasons", "tok/s"
@@ -172,5 +204,14 @@ def simulate(
     )
     console.print(table)
     console.print(f"wrote {out}/dialogue.jsonl (rerun the same command to resume)")
+    if summary.left_failed:
+        console.print(
+            f"[yellow]{summary.left_failed} dialogue(s) failed on an earlier run and were left "
+            "alone; add --retry-failed to run them again[/]"
+        )
     if summary.failed:
+        errors.print(
+            f"[yellow]{len(summary.failed)} dialogue(s) failed (listed in {out}/failed.jsonl); "
+            "rerun with --retry-failed to try them again[/]"
+        )
         raise typer.Exit(code=3)

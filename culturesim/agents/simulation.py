@@ -49,6 +49,7 @@ class SimulationSettings:
 class SimulationSummary:
     done: int = 0
     skipped: int = 0
+    left_failed: int = 0
     failed: list[dict[str, str]] = field(default_factory=list)
     stop_reasons: Counter[str] = field(default_factory=Counter)
     completion_tokens: int = 0
@@ -59,6 +60,7 @@ class SimulationSummary:
         return {
             "done": self.done,
             "skipped": self.skipped,
+            "left_failed": self.left_failed,
             "failed": self.failed,
             "stop_reasons": dict(self.stop_reasons),
             "completion_tokens": self.completion_tokens,
@@ -96,18 +98,41 @@ class Simulator:
     def dialogue_id(self, episode: Episode, sample_index: int) -> str:
         return Dialogue(episode_id=episode.id, sample_index=sample_index, model=self.model_id).id
 
-    def run(self, episodes: Sequence[Episode], *, show_progress: bool = True) -> SimulationSummary:
+    def failed_ids(self) -> set[str]:
+        """Dialogues listed in failed.jsonl and never written since."""
+        listed = {row["dialogue_id"] for row in self.store.read_json("failed")}
+        return listed - self.store.done_ids(Dialogue)
+
+    def run(
+        self,
+        episodes: Sequence[Episode],
+        *,
+        show_progress: bool = True,
+        retry_failed: bool = False,
+    ) -> SimulationSummary:
+        """Simulate every dialogue not yet written. Dialogues that failed on an earlier run are
+        left alone (and counted) unless `retry_failed`, so a rerun after a crash does not keep
+        hammering a bad server with the same hopeless requests."""
         summary = SimulationSummary()
         known = self.store.done_ids(Episode)
         self.store.append_many([e for e in episodes if e.id not in known])
         done = self.store.done_ids(Dialogue)
+        earlier_failures = set() if retry_failed else self.failed_ids()
         tasks = [
             (episode, k)
             for episode in episodes
             for k in range(self.settings.per_episode)
             if self.dialogue_id(episode, k) not in done
+            and self.dialogue_id(episode, k) not in earlier_failures
         ]
-        summary.skipped = len(episodes) * self.settings.per_episode - len(tasks)
+        summary.left_failed = sum(
+            self.dialogue_id(e, k) in earlier_failures
+            for e in episodes
+            for k in range(self.settings.per_episode)
+        )
+        summary.skipped = (
+            len(episodes) * self.settings.per_episode - len(tasks) - summary.left_failed
+        )
         started = time.perf_counter()
         columns = (
             TextColumn("[progress.description]{task.description}"),
@@ -149,7 +174,11 @@ class Simulator:
                     tokens = self.metered.usage.completion_tokens
                     progress.update(bar, advance=1, rate=f"{tokens / max(elapsed, 1e-9):.0f}")
             except KeyboardInterrupt:
-                pool.shutdown(wait=False, cancel_futures=True)
+                # Every finished dialogue is already on disk (fsynced); conversations in flight
+                # are dropped whole and rerun on resume. Failing the queued model calls makes
+                # their threads end now instead of finishing their conversations.
+                batcher.abort()
+                pool.shutdown(wait=True, cancel_futures=True)
                 raise
             summary.mean_batch_size = batcher.stats.mean_batch_size
         summary.seconds = time.perf_counter() - started

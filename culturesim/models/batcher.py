@@ -30,6 +30,10 @@ from culturesim.models.base import (
 )
 
 
+class Stopped(RuntimeError):
+    """The Batcher was aborted; the request was never sent to the model."""
+
+
 @dataclass
 class _Request:
     operation: Literal["generate", "score"]
@@ -173,6 +177,16 @@ class Batcher:
         with self._condition:
             self._closed = True
             self._condition.notify_all()
+        self._worker.join()
+
+    def abort(self) -> None:
+        """Stop at once (Ctrl-C): queued requests fail with `Stopped`, the batch running ends."""
+        with self._condition:
+            self._closed = True
+            pending, self._queue = self._queue, []
+            self._condition.notify_all()
+        for request in pending:
+            request.future.set_exception(Stopped("the run was stopped"))
         self._worker.join()
 
     def __enter__(self) -> Batcher:

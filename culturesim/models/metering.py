@@ -70,3 +70,48 @@ class MeteredModel:
     def snapshot(self) -> Usage:
         with self._lock:
             return Usage(**asdict(self.usage))
+
+
+class ProcessUsage:
+    """A process-wide tally every backend adds to, so a pipeline can charge tokens to a stage.
+
+    Stages build their own models; instead of threading a meter through every command, the
+    backends report here and the stage runner takes a snapshot before and after each stage.
+    Cache hits never reach a backend, so they cost nothing here, as they cost nothing in fact.
+    """
+
+    def __init__(self) -> None:
+        self._usage = Usage()
+        self._lock = threading.Lock()
+
+    def add(self, requests: int, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
+        with self._lock:
+            self._usage.calls += 1
+            self._usage.requests += requests
+            self._usage.prompt_tokens += prompt_tokens
+            self._usage.completion_tokens += completion_tokens
+
+    def add_completions(self, completions: Sequence[Completion]) -> None:
+        self.add(
+            len(completions),
+            sum(c.prompt_tokens for c in completions),
+            sum(c.completion_tokens for c in completions),
+        )
+
+    def snapshot(self) -> Usage:
+        with self._lock:
+            return Usage(**asdict(self._usage))
+
+
+PROCESS_USAGE = ProcessUsage()
+
+
+def usage_since(before: Usage) -> Usage:
+    """What the process's backends used since `before` (a PROCESS_USAGE snapshot)."""
+    now = PROCESS_USAGE.snapshot()
+    return Usage(
+        calls=now.calls - before.calls,
+        requests=now.requests - before.requests,
+        prompt_tokens=now.prompt_tokens - before.prompt_tokens,
+        completion_tokens=now.completion_tokens - before.completion_tokens,
+    )

@@ -2,8 +2,10 @@
 
 Requests go out concurrently (bounded by `max_concurrency`) from a private event loop, so the
 synchronous `generate` works from any thread, inside or outside a running loop. Transient
-failures (429, 5xx, timeouts, refused connections) are retried with exponential back-off and
-counted; what still fails after the last try raises a ModelError that names the URL.
+failures (429, 5xx, timeouts, refused connections, bodies that are not JSON, completions cut
+off without a finish reason) are retried with exponential back-off and counted by kind; what
+still fails after the last try raises a ModelError that names the URL. Several URLs are
+replicas: requests go to the live one with the fewest in flight.
 
 Scoring needs prompt log-probabilities. For raw-text prompts it asks `/v1/completions` to echo
 the prompt plus candidate with per-token log-probs (vLLM, llama.cpp and `culturesim serve` do).
@@ -15,10 +17,12 @@ candidate is not covered it says so instead of guessing.
 from __future__ import annotations
 
 import asyncio
-import itertools
+import json
 import os
 import random
 import threading
+import time
+from collections import Counter
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -34,28 +38,65 @@ from culturesim.models.base import (
     check_candidates,
     per_prompt_params,
 )
+from culturesim.models.metering import PROCESS_USAGE
 
 T = TypeVar("T")
-RETRYABLE = (
+
+
+class MalformedResponse(Exception):
+    """The server answered, but not with a usable completion (no choices, no finish reason,
+    a body that is not the API's JSON). Retried like a transient failure."""
+
+
+RETRYABLE: tuple[type[Exception], ...] = (
     openai.APIConnectionError,
     openai.APITimeoutError,
     openai.RateLimitError,
     openai.InternalServerError,
+    openai.APIResponseValidationError,
+    json.JSONDecodeError,
+    MalformedResponse,
 )
 
 
 @dataclass
 class RetryLog:
-    """What the backend went through: retries made and the errors that caused them."""
+    """What the backend went through: requests, retries, failures, and errors by kind."""
 
     requests: int = 0
     retries: int = 0
     failures: int = 0
-    errors: list[str] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "retries": self.retries,
+            "failures": self.failures,
+            "errors": dict(self.errors),
+        }
+
+
+@dataclass
+class Replica:
+    """One server: its client, requests in flight, and whether it is resting after failures."""
+
+    url: str
+    client: Any
+    in_flight: int = 0
+    served: int = 0
+    consecutive_failures: int = 0
+    resting_until: float = 0.0
 
 
 class OpenAIModel:
-    """A model behind one or more OpenAI-compatible servers (round-robin across them)."""
+    """A model behind one or more OpenAI-compatible servers (vLLM replicas, say).
+
+    Load balancing is client-side: each request goes to the healthy replica with the fewest
+    requests in flight. A replica that fails `trip_after` times in a row rests for
+    `rest_s` seconds while the others take its share. One semaphore bounds the requests in
+    flight across all replicas (`max_concurrency`), so adding replicas never overloads any.
+    """
 
     def __init__(
         self,
@@ -70,6 +111,8 @@ class OpenAIModel:
         max_backoff_s: float = 20.0,
         tokenizer_path: str | None = None,
         top_logprobs: int = 20,
+        trip_after: int = 3,
+        rest_s: float = 5.0,
     ) -> None:
         self.model = model
         self.base_urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
@@ -78,16 +121,20 @@ class OpenAIModel:
         # The key comes only from the environment: it is never a config value, so it cannot
         # end up in a manifest or a log.
         api_key = os.environ.get(api_key_env) or "EMPTY"
-        self._clients = [
-            openai.AsyncOpenAI(base_url=url, api_key=api_key, timeout=timeout_s, max_retries=0)
+        self.replicas = [
+            Replica(
+                url,
+                openai.AsyncOpenAI(base_url=url, api_key=api_key, timeout=timeout_s, max_retries=0),
+            )
             for url in self.base_urls
         ]
-        self._next_client = itertools.cycle(range(len(self._clients)))
         self.max_concurrency = max_concurrency
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.top_logprobs = top_logprobs
+        self.trip_after = trip_after
+        self.rest_s = rest_s
         self.log = RetryLog()
         self._tokenizer: Any = None
         if tokenizer_path:
@@ -108,31 +155,55 @@ class OpenAIModel:
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
-    async def _call(self, make_request: Any) -> Any:
-        """Send one request with bounded concurrency and back-off retries."""
+    def _pick(self) -> Replica:
+        now = time.monotonic()
+        awake = [r for r in self.replicas if r.resting_until <= now] or self.replicas
+        return min(awake, key=lambda r: (r.in_flight, r.served))
+
+    def _failed(self, replica: Replica, error: Exception) -> None:
+        self.log.errors[type(error).__name__] += 1
+        replica.consecutive_failures += 1
+        if replica.consecutive_failures >= self.trip_after:
+            replica.resting_until = time.monotonic() + self.rest_s
+            replica.consecutive_failures = 0
+
+    async def _call(self, make_request: Any, check: Any = None) -> Any:
+        """Send one request with bounded concurrency, load balancing and back-off retries.
+
+        `check` validates the response; a MalformedResponse it raises is retried too, so a
+        truncated or garbled answer is asked for again rather than recorded.
+        """
         if self._semaphore is None:
             self._semaphore = asyncio.Semaphore(self.max_concurrency)
         async with self._semaphore:
             self.log.requests += 1
             last_error: Exception | None = None
             for attempt in range(self.max_retries + 1):
-                index = next(self._next_client)
+                replica = self._pick()
+                replica.in_flight += 1
                 try:
-                    return await make_request(self._clients[index])
+                    response = await make_request(replica.client)
+                    if check is not None:
+                        check(response)
+                    replica.consecutive_failures = 0
+                    replica.served += 1
+                    return response
                 except RETRYABLE as error:
                     last_error = error
-                    self.log.errors.append(f"{self.base_urls[index]}: {type(error).__name__}")
-                    if attempt == self.max_retries:
-                        break
-                    self.log.retries += 1
-                    delay = min(self.max_backoff_s, self.backoff_s * 2**attempt)
-                    await asyncio.sleep(delay * (0.5 + random.random() / 2))
+                    self._failed(replica, error)
                 except openai.APIStatusError as error:
                     raise ModelError(
-                        f"{self.base_urls[index]} refused the request for model {self.model!r} "
+                        f"{replica.url} refused the request for model {self.model!r} "
                         f"(HTTP {error.status_code}): {error.message}. Check the model name and "
                         f"the server's options."
                     ) from error
+                finally:
+                    replica.in_flight -= 1
+                if attempt == self.max_retries:
+                    break
+                self.log.retries += 1
+                delay = min(self.max_backoff_s, self.backoff_s * 2**attempt)
+                await asyncio.sleep(delay * (0.5 + random.random() / 2))
             self.log.failures += 1
             raise ModelError(
                 f"could not get an answer from {', '.join(self.base_urls)} after "
@@ -149,7 +220,9 @@ class OpenAIModel:
         params: GenerationParams | Sequence[GenerationParams] = GenerationParams(),
     ) -> list[Completion]:
         settings = per_prompt_params(params, len(prompts))
-        return self._run(self.agenerate_many(prompts, settings))
+        completions = self._run(self.agenerate_many(prompts, settings))
+        PROCESS_USAGE.add_completions(completions)
+        return completions
 
     async def agenerate_many(
         self, prompts: Sequence[Prompt], settings: Sequence[GenerationParams]
@@ -172,17 +245,18 @@ class OpenAIModel:
         if params.seed is not None:
             common["seed"] = params.seed
         if isinstance(prompt, str):
-            response = await self._call(lambda c: c.completions.create(prompt=prompt, **common))
+            response = await self._call(
+                lambda c: c.completions.create(prompt=prompt, **common), _check_choice
+            )
             choice = response.choices[0]
             text = choice.text or ""
         else:
             response = await self._call(
-                lambda c: c.chat.completions.create(messages=list(prompt), **common)
+                lambda c: c.chat.completions.create(messages=list(prompt), **common),
+                _check_choice,
             )
             choice = response.choices[0]
             text = choice.message.content or ""
-        if choice.finish_reason is None:
-            raise ModelError(f"{self.base_urls[0]} returned a choice with no finish reason")
         usage = response.usage
         return Completion(
             text=text,
@@ -197,7 +271,9 @@ class OpenAIModel:
         self, prompts: Sequence[Prompt], candidates: Sequence[Sequence[str]]
     ) -> list[list[float]]:
         check_candidates(prompts, candidates)
-        return self._run(self._score_all(prompts, candidates))
+        scores = self._run(self._score_all(prompts, candidates))
+        PROCESS_USAGE.add(len(prompts))
+        return scores
 
     async def _score_all(
         self, prompts: Sequence[Prompt], candidates: Sequence[Sequence[str]]
@@ -281,10 +357,28 @@ class OpenAIModel:
         return [top[o] for o in options]
 
     def close(self) -> None:
-        for client in self._clients:
-            self._run(client.close())
+        for replica in self.replicas:
+            self._run(replica.client.close())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+
+
+def retry_log_of(model: Any) -> RetryLog | None:
+    """The RetryLog of an OpenAIModel, looking through wrappers (cache, meter); else None."""
+    seen = 0
+    while model is not None and seen < 8:
+        if isinstance(model, OpenAIModel):
+            return model.log
+        model = getattr(model, "inner", None)
+        seen += 1
+    return None
+
+
+def _check_choice(response: Any) -> None:
+    """A completion must have a choice with a finish reason; anything else was cut or garbled."""
+    choices = getattr(response, "choices", None)
+    if not choices or getattr(choices[0], "finish_reason", None) is None:
+        raise MalformedResponse("the server's answer had no complete choice")
 
 
 def _prefill_options(chat: Prompt) -> dict[str, Any] | None:

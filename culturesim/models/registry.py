@@ -2,16 +2,61 @@
 
 smollm2                          the embedded SmolLM2-135M-Instruct
 hf:PATH_OR_HUB_ID | ./a/dir      a transformers model (local dir, or hub id with network)
-openai:MODEL@URL[,URL...]        OpenAI-compatible server(s); key from $OPENAI_API_KEY
+openai:MODEL@URL[,URL...][?k=v&…] OpenAI-compatible server(s); key from $OPENAI_API_KEY
+ray:N:SPEC                       N Ray actors, each holding a replica of SPEC
+
+Options after `?` for openai specs: concurrency (requests in flight across all replicas),
+timeout (seconds), retries, backoff (seconds), tokenizer (a local tokenizer folder, for exact
+scoring of chats), api_key_env (the variable holding the key; never the key itself).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from culturesim.models.base import LanguageModel, ModelError
 from culturesim.models.cache import CachedModel
+
+OPENAI_OPTIONS: dict[str, tuple[str, type]] = {
+    "concurrency": ("max_concurrency", int),
+    "timeout": ("timeout_s", float),
+    "retries": ("max_retries", int),
+    "backoff": ("backoff_s", float),
+    "tokenizer": ("tokenizer_path", str),
+    "api_key_env": ("api_key_env", str),
+}
+
+
+def parse_openai_spec(spec: str) -> tuple[str, list[str], dict[str, Any]]:
+    """openai:MODEL@URL1,URL2?concurrency=32&timeout=30 -> (model, urls, OpenAIModel options)."""
+    body, _, query = spec.removeprefix("openai:").partition("?")
+    name, sep, urls = body.partition("@")
+    if not sep or not name or not urls:
+        raise ModelError(
+            f"model spec {spec!r} is not of the form openai:MODEL@URL[,URL...][?option=value], "
+            "e.g. openai:meta-llama/Llama-3.1-8B-Instruct@http://127.0.0.1:8000/v1"
+        )
+    options: dict[str, Any] = {}
+    for pair in filter(None, query.split("&")):
+        key, eq, value = pair.partition("=")
+        if key in ("api_key", "key"):
+            raise ModelError(
+                "an API key is never part of a model spec (it would end up in manifests and "
+                "logs); export it and name the variable with api_key_env=VAR"
+            )
+        if not eq or key not in OPENAI_OPTIONS:
+            raise ModelError(
+                f"model spec {spec!r}: unknown option {pair!r}; options: "
+                + ", ".join(OPENAI_OPTIONS)
+            )
+        field_name, kind = OPENAI_OPTIONS[key]
+        try:
+            options[field_name] = kind(value)
+        except ValueError as error:
+            raise ModelError(f"model spec {spec!r}: {key} must be a {kind.__name__}") from error
+    return name, [u for u in urls.split(",") if u], options
 
 
 @dataclass(frozen=True)
@@ -33,7 +78,14 @@ def build_model(
 ) -> LanguageModel:
     """Make the model a spec names, optionally behind a persistent response cache."""
     model: LanguageModel
-    if spec == "smollm2":
+    if spec.startswith("ray:"):
+        from culturesim.scale.model_pool import pool_from_spec
+
+        try:
+            model = pool_from_spec(spec, adapter)
+        except ValueError as error:
+            raise ModelError(str(error)) from error
+    elif spec == "smollm2":
         from culturesim.models.smollm2 import SMOLLM2_ID, ensure_converted
         from culturesim.models.transformers_backend import TransformersModel
 
@@ -47,17 +99,12 @@ def build_model(
     elif spec.startswith("openai:"):
         from culturesim.models.openai_backend import OpenAIModel
 
-        name, sep, urls = spec.removeprefix("openai:").partition("@")
-        if not sep or not name or not urls:
-            raise ModelError(
-                f"model spec {spec!r} is not of the form openai:MODEL@URL[,URL...], "
-                "e.g. openai:meta-llama/Llama-3.1-8B-Instruct@http://127.0.0.1:8000/v1"
-            )
+        name, urls, options = parse_openai_spec(spec)
         if adapter is not None:
             raise ModelError(
                 "adapters are applied by the server for openai: models (vLLM --lora-modules)"
             )
-        model = OpenAIModel(name, urls.split(","))
+        model = OpenAIModel(name, urls, **options)
     else:
         from culturesim.models.transformers_backend import TransformersModel
 

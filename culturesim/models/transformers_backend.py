@@ -29,6 +29,7 @@ from culturesim.models.base import (
     per_prompt_params,
     truncate_at_stop,
 )
+from culturesim.models.metering import PROCESS_USAGE
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -200,7 +201,9 @@ class TransformersModel:
                 )
                 for index, completion in zip(bucket, outputs, strict=True):
                     results[index] = completion
-        return [r for r in results if r is not None]
+        done = [r for r in results if r is not None]
+        PROCESS_USAGE.add_completions(done)
+        return done
 
     @torch.inference_mode()
     def _generate_batch(
@@ -334,6 +337,7 @@ class TransformersModel:
                 for row, index in enumerate(bucket):
                     tokens = needed[keys[index]]
                     logprob_of[keys[index]] = {t: float(logprobs[row, t]) for t in tokens}
+        PROCESS_USAGE.add(len(prompts), prompt_tokens=sum(len(s) for s in sequences))
         return [
             [
                 sum(logprob_of[(p, tuple(ids[:j]))][ids[j]] for j in range(len(ids)))

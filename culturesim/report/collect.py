@@ -1,0 +1,225 @@
+"""Read a run directory into plain data for the report template.
+
+The report works on a `culturesim run` directory (stage folders inside) and on the run folder
+of a single command (dialogues or instances at the top level). A stage that did not run is
+reported as not run; nothing here calls a model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from culturesim.records import Answer, Dialogue, Episode, Instance, Question, Verdict
+from culturesim.store import RunStore
+
+
+@dataclass
+class ReportData:
+    root: Path
+    config: dict[str, Any] = field(default_factory=dict)
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    dialogues: list[dict[str, Any]] = field(default_factory=list)
+    yield_by_culture: list[dict[str, Any]] = field(default_factory=list)
+    probe_rows: list[dict[str, Any]] = field(default_factory=list)
+    probe_summary: dict[str, Any] = field(default_factory=dict)
+    training: list[dict[str, Any]] = field(default_factory=list)
+    survey_summary: list[dict[str, Any]] = field(default_factory=list)
+    guard: list[dict[str, Any]] = field(default_factory=list)
+    evaluation_images: list[Path] = field(default_factory=list)
+
+    @property
+    def facets(self) -> dict[str, list[str]]:
+        """The values each dialogue filter offers."""
+        return {
+            key: sorted({str(d[key]) for d in self.dialogues})
+            for key in ("culture", "scenario", "verdict")
+        }
+
+
+def _json_file(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def _find(root: Path, stage: str, marker: str) -> Path | None:
+    """The stage folder of a loop run, or the run itself when it is a single command's."""
+    for candidate in (root / stage, root):
+        if (candidate / marker).exists():
+            return candidate
+    return None
+
+
+def _decisions(run: Path) -> dict[str, dict[str, Any]]:
+    return {row["target_id"]: row for row in _jsonl(run / "filter_decisions.jsonl")}
+
+
+def collect(root: Path) -> ReportData:
+    data = ReportData(root=root)
+    manifest = _json_file(root / "manifest.json") or {}
+    data.config = manifest.get("config", {})
+    latest: dict[str, dict[str, Any]] = {}
+    for row in _jsonl(root / "stages.jsonl"):
+        latest[row["stage"]] = row
+    data.stages = list(latest.values())
+    simulate = _find(root, "simulate", "dialogue.jsonl")
+    if simulate is not None:
+        _collect_dialogues(simulate, data)
+    probe = _find(root, "probe", "question.jsonl")
+    if probe is not None:
+        _collect_probe(probe, data)
+    data.training = [row for row in _jsonl(root / "train" / "metrics.jsonl")]
+    survey = _json_file(root / "evaluate" / "survey" / "results.json") or {}
+    data.survey_summary = survey.get("summary", [])
+    data.guard = _json_file(root / "evaluate" / "guard.json") or []
+    data.evaluation_images = sorted((root / "evaluate" / "survey").glob("*.png"))
+    return data
+
+
+def _collect_dialogues(run: Path, data: ReportData) -> None:
+    store = RunStore(run)
+    episodes = {e.id: e for e in store.read(Episode)}
+    decisions = _decisions(run)
+    verdicts: dict[str, list[Verdict]] = defaultdict(list)
+    for verdict in store.read(Verdict):
+        if verdict.variant == "default":
+            verdicts[verdict.target_id].append(verdict)
+    tally: dict[str, Counter[str]] = defaultdict(Counter)
+    for dialogue in store.read(Dialogue):
+        episode = episodes.get(dialogue.episode_id)
+        if episode is None:
+            continue
+        decision = decisions.get(dialogue.id, {})
+        status = decision.get("status", "not judged")
+        culture = episode.scenario.culture
+        tally[culture][status] += 1
+        roles = {role.name: role for role in episode.scenario.roles}
+        names = {
+            role.name: persona.name
+            for role, persona in zip(episode.scenario.roles, episode.personas, strict=False)
+        }
+        data.dialogues.append(
+            {
+                "id": dialogue.id,
+                "culture": culture,
+                "scenario": episode.scenario.template_id,
+                "title": episode.scenario.title,
+                "setting": episode.scenario.setting,
+                "verdict": status,
+                "reason": decision.get("reason", ""),
+                "stop_reason": dialogue.stop_reason,
+                "participants": [
+                    {
+                        "role": name,
+                        "name": names.get(name, name),
+                        "culture": role.culture,
+                        "goal": role.goal,
+                    }
+                    for name, role in roles.items()
+                ],
+                "labels": [
+                    {
+                        "rubric": v.rubric,
+                        "dimension": label.dimension,
+                        "value": label.value,
+                        "confidence": label.confidence,
+                    }
+                    for v in sorted(verdicts.get(dialogue.id, []), key=lambda v: v.rubric)
+                    for label in v.labels
+                ]
+                + [
+                    {
+                        "rubric": v.rubric,
+                        "dimension": "unreadable",
+                        "value": v.parse_error,
+                        "confidence": "",
+                    }
+                    for v in verdicts.get(dialogue.id, [])
+                    if v.parse_error
+                ],
+                "turns": [
+                    {
+                        "index": turn.index,
+                        "speaker": turn.speaker,
+                        "name": names.get(turn.speaker, turn.speaker),
+                        "action": turn.action,
+                        "utterance": turn.utterance,
+                        "intent": turn.intent,
+                        "expectation": turn.cultural_expectation,
+                        "malformed": turn.malformed,
+                    }
+                    for turn in dialogue.turns
+                ],
+            }
+        )
+    for culture, counts in sorted(tally.items()):
+        total = sum(counts.values())
+        data.yield_by_culture.append(
+            {
+                "culture": culture,
+                "dialogues": total,
+                "kept": counts["kept"],
+                "dropped": counts["dropped"],
+                "unparseable": counts["unparseable"],
+                "not_judged": counts["not judged"],
+                "yield": counts["kept"] / total if total else 0.0,
+            }
+        )
+
+
+def _collect_probe(run: Path, data: ReportData) -> None:
+    store = RunStore(run)
+    data.probe_summary = _json_file(run / "probe_summary.json") or {}
+    questions = {q.id: q for q in store.read(Question) if q.source == "generated"}
+    answers = store.read(Answer)
+    decisions = _decisions(run)
+    instances: dict[tuple[str, str], list[Instance]] = defaultdict(list)
+    for instance in store.read(Instance):
+        instances[(instance.question_id, instance.culture)].append(instance)
+    unaware = {a.question_id: a for a in answers if a.prompt == "unaware"}
+    for answer in answers:
+        if answer.prompt != "aware" or answer.question_id not in questions:
+            continue
+        base = unaware.get(answer.question_id)
+        question = questions[answer.question_id]
+        matched = instances.get((answer.question_id, answer.culture), [])
+        data.probe_rows.append(
+            {
+                "question": question.text,
+                "topic": question.topic,
+                "options": list(question.options),
+                "culture": answer.culture,
+                "aware": list(answer.distribution),
+                "unaware": list(base.distribution) if base else [],
+                "divergence": _jsd(answer.distribution, base.distribution) if base else None,
+                "rules": sorted({i.rule for i in matched}),
+                "judged": sorted(
+                    {decisions.get(i.id, {}).get("status", "") for i in matched} - {""}
+                ),
+            }
+        )
+    data.probe_rows.sort(key=lambda r: -(r["divergence"] or 0.0))
+
+
+def _jsd(p: tuple[float, ...], q: tuple[float, ...]) -> float | None:
+    if not p or len(p) != len(q):
+        return None
+    import numpy as np
+
+    from culturesim.agents.prober import js_divergence
+
+    return float(js_divergence(np.asarray(p), np.asarray(q)))

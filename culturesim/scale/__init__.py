@@ -1,0 +1,1 @@
+"""Scale-out: Ray actors holding model replicas, for simulation, probing and judging."""
