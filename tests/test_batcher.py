@@ -55,17 +55,19 @@ def test_score_and_generate_requests_are_kept_apart() -> None:
         assert g.result().text == "echo:hello"
 
 
-def test_backend_error_reaches_every_caller_of_the_batch_and_batcher_survives() -> None:
+def test_a_bad_request_fails_alone_and_its_batch_mates_get_answers() -> None:
     def reply(prompt: object) -> str:
         if prompt == "boom":
             raise RuntimeError("backend exploded")
         return "fine"
 
-    with Batcher(ScriptedModel(reply), max_batch_size=4, max_wait_s=0.05) as batcher:
+    backend = ScriptedModel(reply)
+    with Batcher(backend, max_batch_size=4, max_wait_s=0.05) as batcher:
         futures = [batcher.submit_generate(p) for p in ("a", "boom", "c")]
-        for future in futures:
-            with pytest.raises(RuntimeError, match="exploded"):
-                future.result()
+        with pytest.raises(RuntimeError, match="exploded"):
+            futures[1].result()
+        assert futures[0].result().text == "fine" and futures[2].result().text == "fine"
+        assert backend.generate_calls[0] == 3  # tried as one batch first, then one by one
         assert batcher.generate(["later"])[0].text == "fine"
 
 

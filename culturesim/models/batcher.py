@@ -165,11 +165,31 @@ class Batcher:
                     raise RuntimeError(
                         f"backend returned {len(results)} results for {len(batch)} requests"
                     )
+            except Exception as error:
+                # One bad request must not fail its batch-mates: run them one by one, so each
+                # caller gets its own answer or its own error.
+                if len(batch) == 1:
+                    batch[0].future.set_exception(error)
+                else:
+                    self._serve_singly(batch)
+                continue
             except BaseException as error:  # every waiting caller must hear of the failure
                 for request in batch:
                     request.future.set_exception(error)
                 continue
             for request, result in zip(batch, results, strict=True):
+                request.future.set_result(result)
+
+    def _serve_singly(self, batch: list[_Request]) -> None:
+        for request in batch:
+            try:
+                if request.operation == "generate":
+                    result: Any = self.model.generate([request.prompt], [request.argument])[0]
+                else:
+                    result = self.model.score([request.prompt], [request.argument])[0]
+            except Exception as error:
+                request.future.set_exception(error)
+            else:
                 request.future.set_result(result)
 
     def close(self) -> None:

@@ -303,7 +303,8 @@ class OpenAIModel:
         response = await self._call(
             lambda c: c.completions.create(
                 model=self.model, prompt=text, echo=True, max_tokens=1, logprobs=0, temperature=0.0
-            )
+            ),
+            _check_choice,
         )
         logprobs = response.choices[0].logprobs
         if logprobs is None or not logprobs.token_logprobs or logprobs.text_offset is None:
