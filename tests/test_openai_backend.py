@@ -135,6 +135,6 @@ def test_unreachable_server_is_named() -> None:
 def test_api_key_comes_from_the_environment_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CULTURESIM_TEST_KEY", "sk-from-env")
     remote = OpenAIModel("m", "http://127.0.0.1:1/v1", api_key_env="CULTURESIM_TEST_KEY")
-    assert remote._clients[0].api_key == "sk-from-env"
+    assert remote.replicas[0].client.api_key == "sk-from-env"
     assert "sk-from-env" not in remote.model_id
     remote.close()
