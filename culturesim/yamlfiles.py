@@ -4,7 +4,7 @@ say what is wrong with it (the file, the line for YAML errors, the field for inv
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -19,8 +19,8 @@ def validation_problems(error: ValidationError) -> str:
     )
 
 
-def load_yaml_model(path: Path, model: type[M], error: type[Exception], fields: str) -> M:
-    """`path` parsed as YAML and validated as `model`; failures raise `error` naming the file."""
+def read_yaml_mapping(path: Path, error: type[Exception], fields: str) -> dict[str, Any]:
+    """`path` parsed as a YAML mapping; failures raise `error` naming the file (and line)."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as problem:
@@ -31,6 +31,12 @@ def load_yaml_model(path: Path, model: type[M], error: type[Exception], fields: 
         raise error(f"{path}{line}: not valid YAML ({problem})") from problem
     if not isinstance(data, dict):
         raise error(f"{path}: expected a mapping of fields ({fields})")
+    return data
+
+
+def load_yaml_model(path: Path, model: type[M], error: type[Exception], fields: str) -> M:
+    """`path` parsed as YAML and validated as `model`; failures raise `error` naming the file."""
+    data = read_yaml_mapping(path, error, fields)
     try:
         return model.model_validate(data)
     except ValidationError as problem:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from culturesim.yamlfiles import validation_problems
+from culturesim.yamlfiles import read_yaml_mapping, validation_problems
 
 STAGES = ("simulate", "probe", "judge", "corpus", "train", "evaluate", "report")
 
@@ -169,16 +169,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 def load_run_config(path: Path, overrides: list[str] | None = None) -> RunConfig:
     """Read, override and validate a run config; errors name the file and the field."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise RunConfigError(f"{path}: cannot read the run config ({error})") from error
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise RunConfigError(f"{path}{line}: not valid YAML ({error})") from error
-    if not isinstance(data, dict):
-        raise RunConfigError(f"{path}: a run config is a mapping with sections (see examples/)")
+    data = read_yaml_mapping(path, RunConfigError, "a run config's sections, see examples/")
     data = apply_overrides(data, overrides or [])
     try:
         return RunConfig.model_validate(data)

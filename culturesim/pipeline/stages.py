@@ -75,10 +75,14 @@ def _call(stage: str, command: Callable[..., None], **kwargs: Any) -> int:
     return 0
 
 
-def _lines(path: Path) -> int:
+def _read_lines(path: Path) -> list[str]:
     if not path.exists():
-        return 0
-    return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+        return []
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _lines(path: Path) -> int:
+    return len(_read_lines(path))
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -273,12 +277,6 @@ def run_train(config: RunConfig, layout: RunLayout) -> dict[str, Any]:
         "first_loss": losses[0]["loss"] if losses else None,
         "last_loss": losses[-1]["loss"] if losses else None,
     }
-
-
-def _read_lines(path: Path) -> list[str]:
-    if not path.exists():
-        return []
-    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def trained_adapter(layout: RunLayout) -> Path | None:
