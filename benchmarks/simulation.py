@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from transformers.utils import logging as hf_logging
 
-from culturesim.agents.roleplay import RolePlaySettings
-from culturesim.agents.simulation import SimulationSettings, SimulationSummary, Simulator
 from culturesim.models.registry import build_model
+from culturesim.roleplay.conversation import RolePlaySettings
+from culturesim.roleplay.simulation import SimulationSettings, SimulationSummary, Simulator
 from culturesim.scenarios.cultures import load_cultures
 from culturesim.scenarios.episodes import build_episodes, culture_groups
 from culturesim.scenarios.templates import ScenarioLibrary

@@ -9,13 +9,13 @@ from pathlib import Path
 from datasets import load_from_disk
 from typer.testing import CliRunner
 
-from culturesim.agents.judge import Judge, judge_dialogues
-from culturesim.agents.roleplay import RolePlaySettings
-from culturesim.agents.rubrics import load_rubrics
-from culturesim.agents.simulation import SimulationSettings, Simulator
 from culturesim.cli import app
+from culturesim.judge.judge import Judge, judge_dialogues
+from culturesim.judge.rubrics import load_rubrics
 from culturesim.models.base import Prompt
 from culturesim.records import Answer, Dialogue, Episode, Instance, Question
+from culturesim.roleplay.conversation import RolePlaySettings
+from culturesim.roleplay.simulation import SimulationSettings, Simulator
 from culturesim.scenarios.cultures import load_cultures
 from culturesim.scenarios.episodes import build_episodes, culture_groups
 from culturesim.scenarios.templates import ScenarioLibrary
@@ -236,7 +236,7 @@ def test_mixture_caps_intent_views_at_the_ratio() -> None:
 
 
 def test_near_duplicate_dialogue_views_are_removed() -> None:
-    from culturesim.agents.dedup import Embedder
+    from culturesim.models.embeddings import Embedder
     from culturesim.training.corpus import Row, remove_near_duplicates
 
     head = [

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from culturesim.cli import app
 from culturesim.evaluation.administer import SurveyPrompter, answer_logprob, answer_sampled
+from culturesim.evaluation.answering import run_items
 from culturesim.evaluation.guard import guard_accuracy, load_benchmark
-from culturesim.evaluation.runner import run_items
 from culturesim.evaluation.scoring import score_run
 from culturesim.evaluation.survey import Respondent, SurveyQuestion, load_culturespa
 from culturesim.models.transformers_backend import TransformersModel

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from culturesim.agents.filters import (
+from culturesim.judge.filters import (
     FilterPolicy,
     Threshold,
     agreement,
@@ -15,11 +15,11 @@ from culturesim.agents.filters import (
     cohen_kappa,
     decide_dialogues,
 )
-from culturesim.agents.judge import Judge, JudgeRequest, UnreadableVerdict, parse_verdict
-from culturesim.agents.rubrics import RubricError, load_rubric_file, load_rubrics
+from culturesim.judge.judge import Judge, JudgeRequest, UnreadableVerdict, parse_verdict
+from culturesim.judge.rubrics import RubricError, load_rubric_file, load_rubrics
 from culturesim.models.base import Prompt
+from culturesim.prompt_library import PromptLibrary
 from culturesim.records import Label, Verdict
-from culturesim.templating import PromptLibrary
 from tests.conftest import ScriptedModel, prompt_text
 
 RUBRICS = load_rubrics()

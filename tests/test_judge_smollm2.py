@@ -7,12 +7,12 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from culturesim.agents.roleplay import RolePlaySettings
-from culturesim.agents.rubrics import load_rubrics
-from culturesim.agents.simulation import SimulationSettings, Simulator
 from culturesim.cli import app
+from culturesim.judge.rubrics import load_rubrics
 from culturesim.models.transformers_backend import TransformersModel
 from culturesim.records import Dialogue, Verdict
+from culturesim.roleplay.conversation import RolePlaySettings
+from culturesim.roleplay.simulation import SimulationSettings, Simulator
 from culturesim.scenarios.cultures import load_cultures
 from culturesim.scenarios.episodes import build_episodes, culture_groups
 from culturesim.scenarios.templates import ScenarioLibrary

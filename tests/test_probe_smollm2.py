@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from typer.testing import CliRunner
 
-from culturesim.agents.prober import js_divergence
 from culturesim.cli import app
+from culturesim.prober.instances import js_divergence
 from culturesim.records import Answer, Instance, Question
 from culturesim.store import RunStore
 

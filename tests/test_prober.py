@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from culturesim.agents.dedup import Embedder
-from culturesim.agents.prober import InstanceRule, detect_instances, js_divergence
-from culturesim.agents.question_gen import InvalidQuestion, QuestionGenerator, parse_question
-from culturesim.agents.topics import Topic, load_topics, seeds_from_file
+from culturesim.models.embeddings import Embedder
+from culturesim.prober.instances import InstanceRule, detect_instances, js_divergence
+from culturesim.prober.question_gen import InvalidQuestion, QuestionGenerator, parse_question
+from culturesim.prober.topics import Topic, load_topics, seeds_from_file
 from culturesim.records import Answer, Question
 from culturesim.store import RunStore
 from tests.conftest import SHARED_WVS, ScriptedModel

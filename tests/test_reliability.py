@@ -20,8 +20,6 @@ import pytest
 from fastapi import FastAPI, Request
 from typer.testing import CliRunner
 
-from culturesim.agents.roleplay import RolePlaySettings
-from culturesim.agents.simulation import SimulationSettings, Simulator
 from culturesim.cli import app
 from culturesim.models.base import GenerationParams, ModelError
 from culturesim.models.faults import FaultInjector, FaultPlan
@@ -30,6 +28,8 @@ from culturesim.models.registry import build_model
 from culturesim.models.server import create_app
 from culturesim.models.transformers_backend import TransformersModel
 from culturesim.records import Dialogue, Episode, Persona
+from culturesim.roleplay.conversation import RolePlaySettings
+from culturesim.roleplay.simulation import SimulationSettings, Simulator
 from culturesim.scenarios.cultures import load_cultures
 from culturesim.scenarios.episodes import build_episodes, culture_groups
 from culturesim.scenarios.templates import ScenarioLibrary
@@ -359,7 +359,7 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_completes(tiny_model_dir: Path, tmp_
 @pytest.fixture(scope="module")
 def ray_cluster() -> Any:
     ray = pytest.importorskip("ray")
-    from culturesim.scale.ray_cluster import ensure_ray
+    from culturesim.models.ray_cluster import ensure_ray
 
     ensure_ray(2)
     yield ray

@@ -11,10 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-from culturesim.agents.roleplay import RolePlaySettings
-from culturesim.agents.simulation import SimulationSettings, Simulator
 from culturesim.models.transformers_backend import TransformersModel
 from culturesim.records import Dialogue, Episode
+from culturesim.roleplay.conversation import RolePlaySettings
+from culturesim.roleplay.simulation import SimulationSettings, Simulator
 from culturesim.scenarios.cultures import load_cultures
 from culturesim.scenarios.episodes import build_episodes, culture_groups
 from culturesim.scenarios.templates import ScenarioLibrary

@@ -9,8 +9,8 @@ import pytest
 from culturesim.evaluation.administer import SurveyPrompter
 from culturesim.evaluation.parsing import parse_option, parse_published
 from culturesim.evaluation.survey import SurveyQuestion
+from culturesim.prompt_library import PromptLibrary, TemplateProblem
 from culturesim.scenarios.cultures import load_cultures
-from culturesim.templating import PromptLibrary, TemplateProblem
 
 FAMILY = SurveyQuestion(
     "Q1",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from culturesim.models.base import Chat, LanguageModel
 from culturesim.paths import package_data
-from culturesim.templating import PromptLibrary
+from culturesim.prompt_library import PromptLibrary
 
 LETTERS = string.ascii_uppercase
 SANITY_SET = package_data("data", "guard", "sanity.jsonl")

@@ -79,7 +79,7 @@ def build_model(
     """Make the model a spec names, optionally behind a persistent response cache."""
     model: LanguageModel
     if spec.startswith("ray:"):
-        from culturesim.scale.model_pool import pool_from_spec
+        from culturesim.models.pool import pool_from_spec
 
         try:
             model = pool_from_spec(spec, adapter)

@@ -87,7 +87,7 @@ def plan(config: RunConfig, stages: Sequence[str], force: bool = False) -> list[
                 f"{config.simulate.per_episode} = {dialogues} dialogues with {config.models.actor}"
             )
         elif name == "probe" and config.probe is not None:
-            from culturesim.agents.topics import BUILTIN_TOPICS, load_topics, select_topics
+            from culturesim.prober.topics import BUILTIN_TOPICS, load_topics, select_topics
 
             topics = select_topics(load_topics(BUILTIN_TOPICS), config.probe.topics)
             cultures = [c for c in config.probe.cultures.split(",") if c.strip()]

@@ -93,7 +93,7 @@ def _json(path: Path) -> dict[str, Any]:
 
 
 def run_simulate(config: RunConfig, layout: RunLayout) -> dict[str, Any]:
-    from culturesim.agents.simulate_command import simulate
+    from culturesim.cli.simulate import simulate
     from culturesim.store import RunStore
 
     section = config.simulate
@@ -132,7 +132,7 @@ def run_simulate(config: RunConfig, layout: RunLayout) -> dict[str, Any]:
 
 
 def run_probe(config: RunConfig, layout: RunLayout) -> dict[str, Any]:
-    from culturesim.agents.probe_command import probe
+    from culturesim.cli.probe import probe
 
     section = config.probe
     assert section is not None
@@ -170,7 +170,7 @@ def run_probe(config: RunConfig, layout: RunLayout) -> dict[str, Any]:
 
 
 def run_judge(config: RunConfig, layout: RunLayout) -> dict[str, Any]:
-    from culturesim.agents.judge_command import judge
+    from culturesim.cli.judge import judge
 
     section = config.judge
     assert section is not None
@@ -206,7 +206,7 @@ def run_judge(config: RunConfig, layout: RunLayout) -> dict[str, Any]:
 
 
 def run_corpus(config: RunConfig, layout: RunLayout) -> dict[str, Any]:
-    from culturesim.training.corpus_command import corpus
+    from culturesim.cli.corpus import corpus
 
     section = config.corpus
     assert section is not None
@@ -237,7 +237,7 @@ def run_corpus(config: RunConfig, layout: RunLayout) -> dict[str, Any]:
 
 
 def run_train(config: RunConfig, layout: RunLayout) -> dict[str, Any]:
-    from culturesim.training.train_command import train
+    from culturesim.cli.train import train
 
     section = config.train
     assert section is not None
@@ -304,7 +304,7 @@ def run_evaluate(config: RunConfig, layout: RunLayout) -> dict[str, Any]:
                 f"stage evaluate: survey_dir {survey} does not exist; point evaluate.survey_dir "
                 "at the WVS folder, or remove it to score the sanity set only"
             )
-        from culturesim.evaluation.commands import wvs_command
+        from culturesim.cli.evaluate import wvs_command
 
         _call(
             "evaluate",

@@ -220,6 +220,6 @@ def _jsd(p: tuple[float, ...], q: tuple[float, ...]) -> float | None:
         return None
     import numpy as np
 
-    from culturesim.agents.prober import js_divergence
+    from culturesim.prober.instances import js_divergence
 
     return float(js_divergence(np.asarray(p), np.asarray(q)))

@@ -21,10 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from culturesim.jsonish import first_json_object
 from culturesim.models.base import Chat, GenerationParams, LanguageModel
+from culturesim.prompt_library import PromptLibrary
 from culturesim.records import Culture, Persona, Scenario, stable_hash
 from culturesim.scenarios.personas import PersonaSampler
 from culturesim.scenarios.templates import SUFFIX, ScenarioTemplate
-from culturesim.templating import PromptLibrary
 
 JSON_PREFILL = '{"title": "'
 

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from culturesim.models.base import GenerationParams, LanguageModel
+from culturesim.prompt_library import PromptLibrary
 from culturesim.records import Culture, Persona, stable_hash
-from culturesim.templating import PromptLibrary
 
 BIG_FIVE = ("openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism")
 VALUES = (

@@ -58,11 +58,11 @@ from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from culturesim.paths import package_data
+from culturesim.prompt_library import _template_location
 from culturesim.records import Culture, Persona, Role, Scenario, stable_hash
 from culturesim.scenarios.cues import culture_cues
 from culturesim.scenarios.graphs import GraphError, GraphSpec, build_graph, graph_edges
 from culturesim.scenarios.personas import PersonaSpec
-from culturesim.templating import _template_location
 
 SUFFIX = ".scenario.jinja2"
 TURN_POLICIES = ("round_robin", "random", "graph", "model")

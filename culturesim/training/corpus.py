@@ -29,14 +29,14 @@ from typing import Any
 
 import numpy as np
 
-from culturesim.agents.dedup import Embedder, normalise_text
-from culturesim.agents.judge import transcript_lines
-from culturesim.agents.prober import as_survey_question
 from culturesim.evaluation.administer import SurveyPrompter
+from culturesim.judge.judge import transcript_lines
 from culturesim.models.base import Chat
+from culturesim.models.embeddings import Embedder, normalise_text
+from culturesim.prober.instances import as_survey_question
+from culturesim.prompt_library import PromptLibrary
 from culturesim.records import Answer, Culture, Dialogue, Episode, Instance, Question, stable_hash
 from culturesim.scenarios.templates import _culture_view
-from culturesim.templating import PromptLibrary
 
 
 @dataclass(frozen=True)

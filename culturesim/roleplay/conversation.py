@@ -30,15 +30,15 @@ from typing import Any
 import autogen
 from autogen.io.base import IOStream
 
-from culturesim.agents.autogen_client import bound_client, llm_config
-from culturesim.agents.protocol import MalformedTurn, parse_turn
 from culturesim.models.base import Chat
 from culturesim.models.batcher import Batcher
+from culturesim.prompt_library import PromptLibrary
 from culturesim.records import Episode, Persona, Turn, stable_hash
+from culturesim.roleplay.autogen_client import bound_client, llm_config
+from culturesim.roleplay.protocol import MalformedTurn, parse_turn
 from culturesim.scenarios.cultures import load_cultures
 from culturesim.scenarios.graphs import graph_from_edges
 from culturesim.scenarios.templates import _culture_view
-from culturesim.templating import PromptLibrary
 
 NARRATOR = "narrator"
 ACTIONS = ("none", "non-verbal", "speak", "leave")
@@ -262,7 +262,7 @@ class Conversation:
         after "ACTION:" keeps the choice the model's while the form is ours. At temperature 0
         the most likely action is taken.
         """
-        from culturesim.agents.autogen_client import to_chat
+        from culturesim.roleplay.autogen_client import to_chat
 
         chat: Chat = [
             *to_chat(messages),

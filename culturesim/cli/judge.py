@@ -42,15 +42,15 @@ def judge(
     ] = False,
 ) -> None:
     """Judge a run's dialogues (CLCA's three calls) and instances; write verdicts and decisions."""
-    from culturesim.agents.filters import (
+    from culturesim.judge.filters import (
         FilterPolicy,
         Threshold,
         agreement,
         decide_dialogues,
         decide_instances,
     )
-    from culturesim.agents.judge import Judge, judge_dialogues, judge_instances
-    from culturesim.agents.rubrics import RubricError, load_rubrics
+    from culturesim.judge.judge import Judge, judge_dialogues, judge_instances
+    from culturesim.judge.rubrics import RubricError, load_rubrics
     from culturesim.models.base import ModelError
     from culturesim.models.registry import build_model
     from culturesim.records import Answer, Dialogue, Episode, Instance, Question, Verdict

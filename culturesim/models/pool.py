@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from culturesim.models.base import Completion, GenerationParams, Prompt, per_prompt_params
-from culturesim.scale.ray_cluster import actor_environment, ensure_ray, threads_per_actor
+from culturesim.models.ray_cluster import actor_environment, ensure_ray, threads_per_actor
 
 
 class _Replica:

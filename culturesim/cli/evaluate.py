@@ -146,15 +146,15 @@ def wvs_command(
 ) -> None:
     """Evaluate one or more models (or adapters) on a survey, per culture, side by side."""
     from culturesim.evaluation.administer import SurveyPrompter
+    from culturesim.evaluation.answering import run_items
     from culturesim.evaluation.guard import guard_accuracy, load_benchmark
-    from culturesim.evaluation.report import (
+    from culturesim.evaluation.scoring import answer_distribution, reference_rows, score_run
+    from culturesim.evaluation.tables import (
         plot_culture_map,
         print_table,
         summary_rows,
         write_outputs,
     )
-    from culturesim.evaluation.runner import run_items
-    from culturesim.evaluation.scoring import answer_distribution, reference_rows, score_run
     from culturesim.models.base import ModelError
     from culturesim.models.registry import build_model
     from culturesim.scenarios.cultures import CultureFileError, load_cultures, resolve_cultures

@@ -87,10 +87,10 @@ def simulate(
     ] = 0,
 ) -> None:
     """Simulate conversations between persona agents; write Episode and Dialogue records."""
-    from culturesim.agents.roleplay import RolePlaySettings
-    from culturesim.agents.simulation import SimulationSettings, Simulator
     from culturesim.models.base import ModelError
     from culturesim.models.registry import build_model
+    from culturesim.roleplay.conversation import RolePlaySettings
+    from culturesim.roleplay.simulation import SimulationSettings, Simulator
     from culturesim.scenarios.cultures import CultureFileError, load_cultures
     from culturesim.scenarios.episodes import build_episodes, culture_groups
     from culturesim.scenarios.templates import ScenarioError, ScenarioLibrary
@@ -162,7 +162,7 @@ def simulate(
     )
     try:
         if ray_actors:
-            from culturesim.scale.ray_simulation import simulate_with_ray
+            from culturesim.roleplay.ray_shards import simulate_with_ray
 
             summary = simulate_with_ray(
                 settings.model,

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 
 from rich.progress import Progress
 
-from culturesim.agents.dedup import Embedder, normalise_text
-from culturesim.agents.topics import Topic
 from culturesim.jsonish import first_json_object
 from culturesim.models.base import Chat, GenerationParams, LanguageModel
+from culturesim.models.embeddings import Embedder, normalise_text
+from culturesim.prober.topics import Topic
+from culturesim.prompt_library import PromptLibrary
 from culturesim.records import Question, stable_hash
 from culturesim.store import RunStore
-from culturesim.templating import PromptLibrary
 
 JSON_PREFILL = '{"Question": "'
 _LABEL = re.compile(r"^\s*(?:\(?[0-9]{1,2}[.):]|\(?[A-Ka-k][.)])\s+")

@@ -16,9 +16,9 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from culturesim.agents.simulation import SimulationSettings, SimulationSummary
+from culturesim.models.ray_cluster import actor_environment, ensure_ray, threads_per_actor
 from culturesim.records import Dialogue, Episode
-from culturesim.scale.ray_cluster import actor_environment, ensure_ray, threads_per_actor
+from culturesim.roleplay.simulation import SimulationSettings, SimulationSummary
 from culturesim.store import RunStore
 
 
@@ -38,7 +38,7 @@ class _SimulationWorker:
         self.settings = settings
 
     def run(self, episodes: list[Episode], retry_failed: bool) -> dict[str, Any]:
-        from culturesim.agents.simulation import Simulator
+        from culturesim.roleplay.simulation import Simulator
 
         simulator = Simulator(self.model, RunStore(self.run_dir), self.settings)
         summary = simulator.run(episodes, show_progress=False, retry_failed=retry_failed)

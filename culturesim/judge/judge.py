@@ -19,9 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from culturesim.agents.rubrics import CONFIDENCES, Rubric
 from culturesim.jsonish import first_json_object
+from culturesim.judge.rubrics import CONFIDENCES, Rubric
 from culturesim.models.base import Chat, GenerationParams, LanguageModel
+from culturesim.prompt_library import PromptLibrary
 from culturesim.records import (
     Answer,
     Culture,
@@ -33,7 +34,6 @@ from culturesim.records import (
     Verdict,
     stable_hash,
 )
-from culturesim.templating import PromptLibrary
 
 _LINE = re.compile(r"^[\s*#_-]*([A-Za-z][A-Za-z _]*?)[\s*_]*[:=][\s*_]*(.+?)\s*$", re.M)
 

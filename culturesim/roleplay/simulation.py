@@ -24,15 +24,15 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from culturesim.agents.intents import IntentAnnotator
-from culturesim.agents.roleplay import Conversation, RolePlaySettings
 from culturesim.models.base import LanguageModel
 from culturesim.models.batcher import Batcher
 from culturesim.models.metering import MeteredModel
+from culturesim.prompt_library import PromptLibrary
 from culturesim.records import Culture, Dialogue, Episode, stable_hash
+from culturesim.roleplay.conversation import Conversation, RolePlaySettings
+from culturesim.roleplay.intents import IntentAnnotator
 from culturesim.scenarios.cultures import load_cultures
 from culturesim.store import RunStore
-from culturesim.templating import PromptLibrary
 
 
 @dataclass(frozen=True)

@@ -44,12 +44,12 @@ def corpus(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Build CLCA views, CultureSPA sets (joint and per culture) and DPO pairs."""
-    from culturesim.agents.dedup import Embedder
     from culturesim.evaluation.administer import SurveyPrompter
+    from culturesim.models.embeddings import Embedder
+    from culturesim.prompt_library import PromptLibrary
     from culturesim.records import Answer, Dialogue, Episode, Instance, Question
     from culturesim.scenarios.cultures import load_cultures
     from culturesim.store import RunStore
-    from culturesim.templating import PromptLibrary
     from culturesim.training.corpus import (
         CorpusSettings,
         Row,

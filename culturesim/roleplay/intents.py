@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 from culturesim.models.base import GenerationParams
 from culturesim.models.batcher import Batcher
+from culturesim.prompt_library import PromptLibrary
 from culturesim.records import Culture, Episode, Turn, stable_hash
-from culturesim.templating import PromptLibrary
 
 _INTENT = re.compile(r"intent\s*[:=]\s*(.+)", re.I)
 _CULTURAL = re.compile(r"cultural(?: expectation)?\s*[:=]\s*(.+)", re.I)

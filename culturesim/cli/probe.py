@@ -62,20 +62,20 @@ def probe(
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
 ) -> None:
     """Generate questions per topic, answer them culture-unaware and culture-aware, detect instances."""
-    from culturesim.agents.dedup import Embedder
-    from culturesim.agents.prober import InstanceRule, as_survey_question, detect_instances
-    from culturesim.agents.question_gen import QuestionGenerator
-    from culturesim.agents.topics import (
+    from culturesim.evaluation.administer import SurveyPrompter
+    from culturesim.evaluation.answering import run_items
+    from culturesim.models.base import ModelError
+    from culturesim.models.embeddings import Embedder
+    from culturesim.models.registry import build_model
+    from culturesim.prober.instances import InstanceRule, as_survey_question, detect_instances
+    from culturesim.prober.question_gen import QuestionGenerator
+    from culturesim.prober.topics import (
         BUILTIN_TOPICS,
         TopicFileError,
         load_topics,
         seeds_from_file,
         select_topics,
     )
-    from culturesim.evaluation.administer import SurveyPrompter
-    from culturesim.evaluation.runner import run_items
-    from culturesim.models.base import ModelError
-    from culturesim.models.registry import build_model
     from culturesim.records import Instance, Question
     from culturesim.scenarios.cultures import CultureFileError, load_cultures, resolve_cultures
     from culturesim.store import ManifestMismatch, RunStore

@@ -11,17 +11,17 @@ from rich.console import Console
 from rich.table import Table
 
 from culturesim import __version__
-from culturesim.agents.judge_command import judge
-from culturesim.agents.probe_command import probe
-from culturesim.agents.simulate_command import simulate
-from culturesim.evaluation.commands import evaluate_app
+from culturesim.cli.corpus import corpus
+from culturesim.cli.evaluate import evaluate_app
+from culturesim.cli.judge import judge
+from culturesim.cli.probe import probe
+from culturesim.cli.report import report
+from culturesim.cli.run import run
+from culturesim.cli.runs import runs_app
+from culturesim.cli.scenarios import scenarios_app
+from culturesim.cli.simulate import simulate
+from culturesim.cli.train import train
 from culturesim.models.base import GenerationParams, ModelError
-from culturesim.pipeline.run_command import run
-from culturesim.report.command import report
-from culturesim.runs_command import runs_app
-from culturesim.scenarios.commands import scenarios_app
-from culturesim.training.corpus_command import corpus
-from culturesim.training.train_command import train
 
 app = typer.Typer(
     name="culturesim",

@@ -1,0 +1,1 @@
+"""The judge: rubrics as data, the judge agent, filter decisions and agreement statistics."""

@@ -1,0 +1,1 @@
+"""The prober (CultureSPA): culture topics, question generation, culture-related instances."""

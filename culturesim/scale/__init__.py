@@ -1,1 +1,0 @@
-"""Scale-out: Ray actors holding model replicas, for simulation, probing and judging."""
