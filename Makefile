@@ -36,6 +36,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check culturesim tests benchmarks
 	$(VENV)/bin/ruff format --check culturesim tests benchmarks
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 test: $(STAMP) lint browser
 	$(VENV)/bin/pytest -q -ra

@@ -25,6 +25,13 @@ def stable_hash(payload: Any, length: int = ID_LENGTH) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
 
 
+def derive_seed(*parts: Any, digits: int = 8) -> int:
+    """The one seed formula: a sampling seed derived from the run seed and a record's lineage
+    (episode, turn, attempt, ...), so every call is reproducible and independent of the others.
+    `digits` (hex digits of the hash) is 8 for model calls and 12 for local random draws."""
+    return int(stable_hash(list(parts), digits), 16)
+
+
 class Record(BaseModel):
     """Base of all records: frozen, JSON round-trippable, with an id derived from `id_fields`.
 
@@ -328,7 +335,44 @@ class Verdict(Record):
     parse_error: str = ""
 
 
+class FilterDecision(Record):
+    """The judge stage's keep/drop decision on one dialogue or instance, under one policy.
+
+    Decisions are derived from verdicts; they are records so that the corpus reads what the
+    judge decided from the run store, with lineage, rather than from a side file. A later judge
+    run with another policy appends new decisions (`revision` counts the earlier ones for the
+    same target), and the latest decision for a target is the one that holds.
+    """
+
+    id_prefix: ClassVar[str] = "dec"
+    id_fields: ClassVar[tuple[str, ...]] = ("target_id", "judge", "policy", "status", "revision")
+    kind: ClassVar[str] = "decision"
+
+    target_id: str
+    status: Literal["kept", "dropped", "unparseable"]
+    judge: str
+    policy: str
+    reason: str = ""
+    revision: int = 0
+
+
+def latest_decisions(decisions: list[FilterDecision]) -> dict[str, FilterDecision]:
+    """The decision that holds for each target: the last one written."""
+    return {d.target_id: d for d in decisions}
+
+
 RECORD_TYPES: dict[str, type[Record]] = {
     cls.kind: cls
-    for cls in (Culture, Persona, Scenario, Episode, Dialogue, Question, Answer, Instance, Verdict)
+    for cls in (
+        Culture,
+        Persona,
+        Scenario,
+        Episode,
+        Dialogue,
+        Question,
+        Answer,
+        Instance,
+        Verdict,
+        FilterDecision,
+    )
 }

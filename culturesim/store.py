@@ -35,6 +35,46 @@ TRACKED_PACKAGES = ("culturesim", "torch", "transformers", "peft", "trl", "datas
 _SECRET_KEY = re.compile(r"(api[_-]?key|password|secret|token)$", re.IGNORECASE)
 
 
+def complete_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of the complete, non-blank lines of a JSON-lines file.
+
+    The one torn-line policy: a last line without its newline was cut by a killed writer; it is
+    skipped with a warning (the store's next write quarantines it), never read as a record.
+    """
+    if not path.exists():
+        return
+    lines = path.read_bytes().split(b"\n")
+    tail = lines.pop()  # b"" when the file ends in a newline
+    for number, raw in enumerate(lines, start=1):
+        if raw.strip():
+            yield number, raw.decode("utf-8", errors="replace")
+    if tail.strip():
+        warnings.warn(
+            f"{path}:{len(lines) + 1}: skipped a torn last line (a writer was killed "
+            "mid-write); it will be quarantined on the next write",
+            StoreWarning,
+            stacklevel=3,
+        )
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of a JSON-lines file; unreadable lines are warned about and skipped."""
+    rows = []
+    for number, line in complete_lines(path):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            warnings.warn(
+                f"{path}:{number}: unreadable line skipped ({error.msg})",
+                StoreWarning,
+                stacklevel=2,
+            )
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
 class StoreWarning(UserWarning):
     """A run file had a line that could not be read; it was skipped and quarantined."""
 
@@ -216,22 +256,7 @@ class RunStore:
 
     def iter_lines(self, kind: str) -> Iterator[tuple[int, str]]:
         """(line number, text) of complete lines; a torn last line is skipped with a warning."""
-        path = self.path_for(kind)
-        if not path.exists():
-            return
-        data = path.read_bytes()
-        lines = data.split(b"\n")
-        tail = lines.pop()  # b"" when the file ends in a newline
-        for number, raw in enumerate(lines, start=1):
-            if raw.strip():
-                yield number, raw.decode("utf-8", errors="replace")
-        if tail.strip():
-            warnings.warn(
-                f"{path}:{len(lines) + 1}: skipped a torn last line (a writer was killed "
-                "mid-write); it will be quarantined on the next write",
-                StoreWarning,
-                stacklevel=2,
-            )
+        yield from complete_lines(self.path_for(kind))
 
     def read(self, kind: str | type[R]) -> list[Any]:
         """All valid records of a kind, first occurrence of each id; bad lines are warned about."""
@@ -257,13 +282,7 @@ class RunStore:
         return records
 
     def read_json(self, name: str) -> list[dict[str, Any]]:
-        rows = []
-        for _, line in self.iter_lines(name):
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return rows
+        return read_jsonl(self.path_for(name))
 
     def done_ids(self, kind: str | type[Record]) -> set[str]:
         """Ids already written for a kind: what a resumed stage skips."""

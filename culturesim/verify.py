@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from culturesim.records import RECORD_TYPES, Record
-from culturesim.store import _SECRET_KEY
+from culturesim.store import _SECRET_KEY, read_jsonl
 
 
 @dataclass(frozen=True)
@@ -180,11 +180,7 @@ def verify_run(run: Path, *, quarantine: bool = False) -> RunCheck:
     _check_lineage(check, records)
     failed = run / "failed.jsonl"
     if failed.exists():
-        listed = {
-            json.loads(line)["dialogue_id"]
-            for line in failed.read_text().splitlines()
-            if line.strip()
-        }
+        listed = {str(row.get("dialogue_id")) for row in read_jsonl(failed)}
         check.counts["failed (not retried)"] = len(listed - set(records.get("dialogue", {})))
     aside = run / "quarantine.jsonl"
     if aside.exists():

@@ -100,11 +100,14 @@ def tiny_model_dir(
 
 @pytest.fixture(scope="session")
 def smollm2() -> TransformersModel:
-    """The real embedded model, loaded once for the whole session."""
+    """The real embedded model, loaded once for the whole session; every command the tests run
+    in this process gets the same instance through the command line's model factory."""
+    from culturesim.cli.common import model_factory
     from culturesim.models.registry import build_model
 
     model = build_model("smollm2")
     assert isinstance(model, TransformersModel)
+    model_factory().provide("smollm2", model)
     return model
 
 
@@ -160,7 +163,7 @@ def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from typer.testing import CliRunner
 
     from culturesim.cli import app
-    from tests.test_corpus import make_run
+    from tests.helpers import make_run
 
     root = tmp_path_factory.mktemp("training-corpus")
     run = make_run(root)
@@ -182,15 +185,16 @@ def tiny_overrides(out: Path, model: Path) -> list[str]:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
-    """`culturesim run examples/demo.yaml` end to end with the tiny model, uninterrupted."""
-    from typer.testing import CliRunner
-
-    from culturesim.cli import app
+    """examples/demo.yaml end to end with the tiny model, uninterrupted, driven from Python
+    through the stage functions (no command line involved)."""
+    from culturesim.cli.common import model_factory
+    from culturesim.pipeline.config import load_run_config
+    from culturesim.pipeline.runner import context_for, run_stages
+    from culturesim.store import RunStore
 
     out = tmp_path_factory.mktemp("loop") / "run"
-    args = ["run", str(DEMO_CONFIG)]
-    for value in tiny_overrides(out, tiny_model_dir):
-        args += ["--set", value]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
+    config = load_run_config(DEMO_CONFIG, tiny_overrides(out, tiny_model_dir))
+    RunStore.open(out, {"command": "run", **config.identity()}, seed=config.seed)
+    ctx = context_for(config, models=model_factory(), show_progress=False)
+    run_stages(config, config.enabled_stages(), ctx=ctx)
     return out

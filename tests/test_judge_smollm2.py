@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from culturesim.cli import app
 from culturesim.judge.rubrics import load_rubrics
 from culturesim.models.transformers_backend import TransformersModel
-from culturesim.records import Dialogue, Verdict
+from culturesim.records import Dialogue, FilterDecision, Verdict
 from culturesim.roleplay.conversation import RolePlaySettings
 from culturesim.roleplay.simulation import SimulationSettings, Simulator
 from culturesim.scenarios.cultures import load_cultures
@@ -60,10 +60,8 @@ def test_smollm2_judges_simulated_dialogues(smollm2: TransformersModel, tmp_path
     assert stats["unparseable"] == sum(
         bool(v.parse_error) for v in verdicts if v.variant == "default"
     ) + sum(bool(v.parse_error) for v in verdicts if v.variant == "swapped")
-    decisions = [
-        json.loads(line) for line in (run / "filter_decisions.jsonl").read_text().splitlines()
-    ]
-    assert {d["target_id"] for d in decisions} == {d.id for d in dialogues}
+    decisions = store.read(FilterDecision)
+    assert {d.target_id for d in decisions} == {d.id for d in dialogues}
 
     again = runner.invoke(app, ["judge", str(run), "--model", "smollm2", "--position-check"])
     assert again.exit_code == 0

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from culturesim.cli import app
 from culturesim.pipeline.config import RunConfigError, apply_overrides, load_run_config
-from culturesim.records import Dialogue, Episode
+from culturesim.records import Answer, Dialogue, Episode, FilterDecision
 from culturesim.store import RunStore
 from tests.conftest import DEMO_CONFIG as DEMO
 from tests.conftest import SHARED_WVS, tiny_overrides
@@ -102,8 +102,8 @@ def test_loop_runs_every_stage_and_logs_cost(tiny_run: Path) -> None:
     assert len(dialogues) == by_stage["simulate"]["counts"]["dialogues"] == 6
     cultures = {e.scenario.culture for e in store.read(Episode)}
     assert cultures == {"USA", "CHN", "DEU"}
-    decisions = (tiny_run / "simulate" / "filter_decisions.jsonl").read_text().splitlines()
-    assert len(decisions) == 6
+    decisions = store.read(FilterDecision)
+    assert {d.target_id for d in decisions} == {d.id for d in dialogues}
     assert (tiny_run / "corpus" / "clca" / "train.jsonl").exists()
     lineage = json.loads((tiny_run / "train" / "adapter" / "culturesim_adapter.json").read_text())
     assert str(tiny_run / "corpus" / "clca") in json.dumps(lineage)
@@ -197,6 +197,11 @@ def test_report_in_headless_chromium(tiny_run: Path) -> None:
             assert len(visible) == expected
             assert {a.get_attribute("data-culture") for a in visible} == {culture}
             assert browser.find_element(By.ID, "dialogue-count").text.startswith(f"{expected} of 6")
+        answers = RunStore(tiny_run / "probe").read(Answer)
+        if any(a.prompt == "aware" for a in answers):
+            rows = browser.find_elements(By.CSS_SELECTOR, "#probe-table tr")[1:]  # less the header
+            assert rows, "the run has probe answers, so the probe table has rows"
+            assert len(rows) == sum(a.prompt == "aware" for a in answers)
         scenario_filter = Select(browser.find_element(By.ID, "filter-scenario"))
         scenario_filter.select_by_value("borrow_money")
         culture = next(iter(counts))

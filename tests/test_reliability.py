@@ -35,7 +35,7 @@ from culturesim.scenarios.episodes import build_episodes, culture_groups
 from culturesim.scenarios.templates import ScenarioLibrary
 from culturesim.store import RunStore, StoreWarning
 from tests.conftest import DEMO_CONFIG
-from tests.test_openai_backend import free_port, running
+from tests.helpers import free_port, running
 
 CULTURES = load_cultures()
 CLI = [sys.executable, "-m", "culturesim.cli"]
@@ -268,7 +268,7 @@ def test_concurrent_writer_processes_never_interleave_lines(tmp_path: Path) -> N
 def test_runs_verify_finds_corruption_duplicates_conflicts_and_broken_lineage(
     tmp_path: Path,
 ) -> None:
-    from tests.test_corpus import make_run
+    from tests.helpers import make_run
 
     run = make_run(tmp_path)
     result = CliRunner().invoke(app, ["runs", "verify", str(run)])

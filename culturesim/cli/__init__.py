@@ -103,10 +103,10 @@ def chat(
     adapter: Annotated[str | None, typer.Option(help="A LoRA adapter directory.")] = None,
 ) -> None:
     """Send one message and print the model's reply."""
-    from culturesim.models.registry import build_model
+    from culturesim.cli.common import model_factory
 
     try:
-        lm = build_model(model, adapter=adapter)
+        lm = model_factory().get(model, adapter=adapter)
     except ModelError as error:
         raise fail(str(error)) from error
     messages = ([{"role": "system", "content": system}] if system else []) + [

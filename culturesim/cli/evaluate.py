@@ -3,63 +3,22 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
 import typer
-from rich.console import Console
 
-from culturesim.evaluation import metrics
-from culturesim.evaluation.parsing import parse_published
-from culturesim.evaluation.survey import (
-    COUNTRY_IN_NAME,
-    Survey,
-    SurveyFileError,
-    load_culturespa,
-    load_survey_dir,
-)
+from culturesim.cli.common import build_section, console, default, door, fail, model_factory
+from culturesim.evaluation.published import country_from_name, score_answer_file
+from culturesim.evaluation.stage import EvaluateSection
+from culturesim.evaluation.survey import SurveyFileError, load_culturespa
 
 evaluate_app = typer.Typer(help="Score models against survey data.", no_args_is_help=True)
-console = Console()
-errors = Console(stderr=True)
-
-
-def _fail(message: str) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {message}")
-    return typer.Exit(code=1)
+E = EvaluateSection
 
 
 # --------------------------------------------------------------------------- score
-
-
-def score_answer_file(path: Path, survey: Survey, country: str) -> dict[str, Any]:
-    """Re-score a published answer file ([{"Q_id", "answer"}, ...]) the way CultureSPA did."""
-    try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise SurveyFileError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from error
-    if not isinstance(rows, list):
-        raise SurveyFileError(f"{path}: expected a list of {{'Q_id', 'answer'}} objects")
-    answers: dict[str, int | None] = {}
-    for number, row in enumerate(rows):
-        if not isinstance(row, dict) or "Q_id" not in row or "answer" not in row:
-            raise SurveyFileError(f"{path}: item {number} needs 'Q_id' and 'answer'")
-        if row["Q_id"] in survey.questions:
-            answers[row["Q_id"]] = parse_published(str(row["answer"]))
-    majority = {q: survey.majority_code(country, q) for q in answers}
-    counts = {q: len(survey.questions[q].options) for q in answers}
-    low, high = metrics.culturespa_bootstrap_ci(answers, majority, counts)
-    return {
-        "file": str(path),
-        "country": country,
-        "answers": len(answers),
-        "scored": sum(1 for q, a in answers.items() if a is not None and majority[q] is not None),
-        "invalid_rate": round(metrics.invalid_rate(list(answers.values())), 4),
-        "culturespa": round(metrics.culturespa_score(answers, majority, counts), 2),
-        "ci95": [round(low, 2), round(high, 2)],
-    }
 
 
 @evaluate_app.command("score")
@@ -82,14 +41,14 @@ def score_command(
             raise SurveyFileError(f"{answers}: no .json answer files")
         rows = []
         for path in files:
-            code = country or _country_from_name(path, data)
+            code = country or country_from_name(path, data)
             if code is None:
                 raise SurveyFileError(f"{path}: no country code in the file name; pass --country")
             if code not in data.shares:
                 raise SurveyFileError(f"{code}: not in {survey} (has {', '.join(data.countries)})")
             rows.append(score_answer_file(path, data, code))
     except SurveyFileError as error:
-        raise _fail(str(error)) from error
+        raise fail(str(error)) from error
     average = round(float(np.mean([float(r["culturespa"]) for r in rows])), 2)
     if as_json:
         typer.echo(json.dumps({"rows": rows, "average": average}, indent=2))
@@ -111,11 +70,6 @@ def score_command(
     console.print(f"average over {len(rows)} file(s): [bold]{average:.2f}[/]")
 
 
-def _country_from_name(path: Path, survey: Survey) -> str | None:
-    found = [m for m in COUNTRY_IN_NAME.findall(path.stem) if m in survey.shares]
-    return found[-1] if found else None
-
-
 # --------------------------------------------------------------------------- wvs
 
 
@@ -130,153 +84,96 @@ def wvs_command(
         list[str] | None, typer.Option(help="Adapter per --model, in order ('none' for none).")
     ] = None,
     cultures: Annotated[
-        str, typer.Option(help="Comma-separated codes, or 'all' in the survey.")
-    ] = "all",
-    styles: Annotated[str, typer.Option(help="unaware, aware, cross_culture.")] = "unaware,aware",
-    mode: Annotated[str, typer.Option(help="logprob (default) or sample.")] = "logprob",
-    samples: Annotated[int, typer.Option(min=1, help="Samples per prompt in sample mode.")] = 1,
+        str | None, typer.Option(help="Comma-separated codes, or 'all' in the survey.")
+    ] = None,
+    styles: Annotated[
+        str | None, typer.Option(help=f"unaware, aware, cross_culture {default(E, 'styles')}.")
+    ] = None,
+    mode: Annotated[str | None, typer.Option(help="logprob (default) or sample.")] = None,
+    samples: Annotated[
+        int | None, typer.Option(min=1, help="Samples per prompt in sample mode.")
+    ] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N questions.")] = None,
     seed: Annotated[int, typer.Option()] = 0,
-    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    batch_size: Annotated[int | None, typer.Option(min=1)] = None,
     answer_prefix: Annotated[
-        str, typer.Option(help="Assistant prefill before the label in logprob mode ('' for none).")
-    ] = "The answer is ",
+        str | None,
+        typer.Option(
+            help=f"Assistant prefill before the label in logprob mode ('' for none) "
+            f"{default(E, 'answer_prefix')!r}."
+        ),
+    ] = None,
     guard: Annotated[bool, typer.Option(help="Also run the general-ability sanity set.")] = False,
+    prompts_dir: Annotated[
+        list[Path] | None,
+        typer.Option("--prompts-dir", help="Your prompt templates, searched first."),
+    ] = None,
+    culture_dir: Annotated[
+        list[Path] | None, typer.Option("--culture-dir", help="Your culture folder (repeatable).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Evaluate one or more models (or adapters) on a survey, per culture, side by side."""
-    from culturesim.evaluation.administer import SurveyPrompter
-    from culturesim.evaluation.answering import run_items
-    from culturesim.evaluation.guard import guard_accuracy, load_benchmark
-    from culturesim.evaluation.scoring import answer_distribution, reference_rows, score_run
-    from culturesim.evaluation.tables import (
-        plot_culture_map,
-        print_table,
-        summary_rows,
-        write_outputs,
-    )
-    from culturesim.models.base import ModelError
-    from culturesim.models.registry import build_model
-    from culturesim.scenarios.cultures import CultureFileError, load_cultures, resolve_cultures
-    from culturesim.store import ManifestMismatch, RunStore
+    from culturesim.context import RunContext, RunLayout
+    from culturesim.evaluation.scoring import CultureResult
+    from culturesim.evaluation.stage import Variant, run
+    from culturesim.evaluation.tables import print_table
 
     adapters = list(adapter or [])
     if adapters and len(adapters) != len(model):
-        raise _fail(
+        raise fail(
             f"got {len(adapters)} --adapter for {len(model)} --model; give one per model ('none' to skip)"
         )
-    style_list = [s.strip() for s in styles.split(",") if s.strip()]
-    bad = [s for s in style_list if s not in ("unaware", "aware", "cross_culture")]
-    if bad:
-        raise _fail(f"unknown style(s) {', '.join(bad)}; use unaware, aware, cross_culture")
-    try:
-        survey = load_survey_dir(survey_dir)
-        known = load_cultures()
-        codes = survey.countries if cultures == "all" else [c.strip() for c in cultures.split(",")]
-        missing = [c for c in codes if c not in survey.shares]
-        if missing:
-            raise SurveyFileError(f"no survey data for {', '.join(missing)} in {survey_dir}")
-        resolve_cultures(codes, known)
-        questions = list(survey.questions.values())[:limit]
-        survey = survey.subset(q.id for q in questions)
-        store = RunStore.open(
-            out,
-            {
-                "command": "evaluate wvs",
-                "models": model,
-                "adapters": adapters,
-                "cultures": codes,
-                "styles": style_list,
-                "mode": mode,
-                "answer_prefix": answer_prefix,
-                "samples": samples,
-                "limit": limit,
-                "survey_dir": str(survey_dir),
-            },
-            seed=seed,
-        )
-    except (SurveyFileError, CultureFileError, ManifestMismatch) as error:
-        raise _fail(str(error)) from error
-    prompter = SurveyPrompter(known)
-    items = prompter.items(questions, style_list, codes)
-    all_answers = []
-    timings: dict[str, float] = {}
-    guard_results = []
-    for index, spec in enumerate(model):
-        chosen = adapters[index] if adapters and adapters[index] != "none" else None
-        try:
-            lm = build_model(spec, adapter=chosen)
-        except ModelError as error:
-            raise _fail(str(error)) from error
-        start = time.perf_counter()
-        all_answers += run_items(
-            lm, items, store=store, mode=mode, samples=samples, seed=seed, batch_size=batch_size
-        )
-        timings[lm.model_id] = round(time.perf_counter() - start, 1)
-        if guard:
-            result = guard_accuracy(lm, load_benchmark())
-            guard_results.append(
-                {
-                    "model": result.model,
-                    "items": result.items,
-                    "accuracy": round(result.accuracy, 4),
-                }
-            )
-    rows = score_run(survey, all_answers, codes) + reference_rows(survey, codes)
-    maps = []
-    for model_id in {a.model for a in all_answers}:
-        aware = [a for a in all_answers if a.model == model_id and a.prompt == "aware"]
-        if len({a.culture for a in aware}) >= 3:
-            dists = {
-                (a.culture, a.question_id): answer_distribution(
-                    a, survey.questions[a.question_id.removeprefix("survey:")]
-                )
-                for a in aware
-            }
-            similarity = {
-                c1: {
-                    c2: 1.0
-                    - float(
-                        np.mean(
-                            [
-                                metrics.js_distance(d, d2)
-                                for (c, q), d in dists.items()
-                                if c == c1
-                                and d is not None
-                                and (d2 := dists.get((c2, q))) is not None
-                            ]
-                            or [1.0]
-                        )
-                    )
-                    for c2 in codes
-                    if c2 != c1
-                }
-                for c1 in codes
-            }
-            name = (
-                "culture_map_"
-                + "".join(ch if ch.isalnum() else "_" for ch in model_id)[-60:]
-                + ".png"
-            )
-            maps.append(plot_culture_map(similarity, out / name, title=f"Culture map: {model_id}"))
-    files = write_outputs(
-        rows, out, {"seconds": timings, "guard": guard_results, "questions": len(questions)}
+    section = build_section(
+        EvaluateSection,
+        {
+            "survey_dir": str(survey_dir),
+            "cultures": cultures,
+            "styles": styles,
+            "mode": mode,
+            "samples": samples,
+            "limit": limit,
+            "batch_size": batch_size,
+            "answer_prefix": answer_prefix,
+            "guard": guard,
+        },
     )
+    variants = [
+        Variant(
+            spec,
+            spec,
+            Path(adapters[i]) if adapters and adapters[i] != "none" else None,
+        )
+        for i, spec in enumerate(model)
+    ]
+    ctx = RunContext(
+        models=model_factory(),
+        layout=RunLayout(out, {"evaluate": out, "survey": out}),
+        prompt_dirs=tuple(prompts_dir or ()),
+        culture_dirs=tuple(culture_dir or ()),
+        seed=seed,
+        console=console,
+    )
+    with door():
+        result = run(section, ctx, variants)
+    data = json.loads((out / "results.json").read_text())
+    guard_rows = json.loads((out / "guard.json").read_text()) if guard else []
     if as_json:
         typer.echo(
             json.dumps(
-                {"summary": summary_rows(rows), "seconds": timings, "guard": guard_results},
+                {"summary": data["summary"], "seconds": data["seconds"], "guard": guard_rows},
                 indent=2,
             )
         )
-    else:
-        print_table(rows, console)
-        for g in guard_results:
-            console.print(
-                f"guard (sanity set) {g['model']}: accuracy {g['accuracy']:.1%} on {g['items']} items"
-            )
-        console.print(f"seconds per model: {timings}")
-        console.print("wrote " + ", ".join(str(f) for f in [*files, *maps]))
+        return
+    print_table([CultureResult.from_dict(r) for r in data["rows"]], console)
+    for g in guard_rows:
+        console.print(
+            f"guard (sanity set) {g['model']}: accuracy {g['accuracy']:.1%} on {g['items']} items",
+            markup=False,
+        )
+    console.print(f"seconds per model: {data['seconds']}", markup=False)
+    console.print("wrote " + ", ".join(str(f) for f in result.written), markup=False)
 
 
 # --------------------------------------------------------------------------- guard
@@ -299,13 +196,12 @@ def guard_command(
         load_benchmark,
     )
     from culturesim.models.base import ModelError
-    from culturesim.models.registry import build_model
 
     try:
         items = load_benchmark(benchmark or SANITY_SET)
-        lm = build_model(model, adapter=adapter)
+        lm = model_factory().get(model, adapter=adapter)
     except (BenchmarkFileError, ModelError) as error:
-        raise _fail(str(error)) from error
+        raise fail(str(error)) from error
     result = guard_accuracy(lm, items, benchmark=str(benchmark or "sanity"))
     if as_json:
         typer.echo(

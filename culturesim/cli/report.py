@@ -6,10 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-console = Console()
-errors = Console(stderr=True)
+from culturesim.cli.common import console, door
 
 
 def report(
@@ -20,9 +18,6 @@ def report(
     """Write RUN_DIR/report/index.html: summary, dialogue browser, probe, training, evaluation."""
     from culturesim.report.build import build_report
 
-    try:
+    with door():
         index = build_report(run_dir)
-    except FileNotFoundError as error:
-        errors.print(f"[bold red]error:[/] {error}")
-        raise typer.Exit(code=1) from error
-    console.print(f"report: {index} (open it in a browser; it works offline)")
+    console.print(f"report: {index} (open it in a browser; it works offline)", markup=False)

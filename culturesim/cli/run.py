@@ -7,11 +7,9 @@ from typing import Annotated
 
 import typer
 import yaml
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
-errors = Console(stderr=True)
+from culturesim.cli.common import console, debug_enabled, errors, fail, model_factory
 
 
 def run(
@@ -35,9 +33,9 @@ def run(
     ] = False,
 ) -> None:
     """Simulate, probe, judge, build the corpus, fine-tune, evaluate and report, in order."""
+    from culturesim.context import StageFailed
     from culturesim.pipeline.config import RunConfigError, load_run_config
-    from culturesim.pipeline.runner import choose_stages, plan, run_stages
-    from culturesim.pipeline.stages import RunLayout, StageFailed
+    from culturesim.pipeline.runner import choose_stages, context_for, plan, run_stages
     from culturesim.store import ManifestMismatch, RunStore
 
     try:
@@ -45,30 +43,30 @@ def run(
         settings = settings.model_copy(update={"retry_failed": retry_failed})
         chosen = choose_stages(settings, stages)
         planned = plan(settings, chosen, force=force)
-    except (RunConfigError, ValueError) as error:
-        errors.print(f"[bold red]error:[/] {error}")
-        raise typer.Exit(code=1) from error
+    except (RunConfigError, StageFailed, ValueError, OSError) as error:
+        raise fail(str(error)) from error
     table = Table("stage", "work", "status", title=f"Plan for {settings.out}")
     for stage in planned:
         table.add_row(stage.name, stage.work, stage.status)
     console.print(table)
     if dry_run:
         return
-    layout = RunLayout(Path(settings.out))
+    ctx = context_for(settings, models=model_factory(), console=console)
+    layout = ctx.layout
     try:
         RunStore.open(layout.root, {"command": "run", **settings.identity()}, seed=settings.seed)
     except ManifestMismatch as error:
-        errors.print(f"[bold red]error:[/] {error}")
-        raise typer.Exit(code=1) from error
+        raise fail(str(error)) from error
     (layout.root / "config.yaml").write_text(
         yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False)
     )
     resume = f"`culturesim run {config}" + (f" --stages {stages}" if stages else "") + "`"
     try:
-        rows = run_stages(settings, chosen, force=force)
-    except StageFailed as error:
-        errors.print(f"[bold red]error:[/] {error}. Fix it and rerun {resume} to go on.")
-        raise typer.Exit(code=1) from error
+        rows = run_stages(settings, chosen, force=force, ctx=ctx)
+    except (StageFailed, ValueError, OSError, LookupError) as error:
+        if debug_enabled():
+            raise
+        raise fail(f"{error}. Fix it and rerun {resume} to go on.") from error
     except KeyboardInterrupt:
         errors.print(f"[yellow]interrupted:[/] what was written is kept; rerun {resume} to resume.")
         raise typer.Exit(code=130) from None

@@ -11,6 +11,8 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from culturesim.cli.common import model_factory
+
 console = Console()
 errors = Console(stderr=True)
 scenarios_app = typer.Typer(help="Author, check, render and adapt scenario templates.")
@@ -163,7 +165,6 @@ def adapt(
 ) -> None:
     """CLCA adaptation: the model rewrites each scenario for each culture; saved as templates."""
     from culturesim.models.base import ModelError
-    from culturesim.models.registry import build_model
     from culturesim.scenarios.adapt import CultureAdapter, save_adapted
     from culturesim.scenarios.cultures import CultureFileError, load_cultures, resolve_cultures
     from culturesim.scenarios.episodes import build_episodes
@@ -176,7 +177,7 @@ def adapt(
         source = resolve_cultures([source_culture], known)[0]
         templates = library.select(template_ids)
         episodes = build_episodes(library, templates, [[source]], seed=seed)
-        lm = build_model(model)
+        lm = model_factory().get(model)
     except (ScenarioError, CultureFileError, ModelError, ValueError) as error:
         raise _fail(error) from error
     by_id = {t.id: t for t in templates}
@@ -240,7 +241,6 @@ def personas(
 ) -> None:
     """Sample personas for a culture (reproducible from the seed)."""
     from culturesim.models.base import ModelError
-    from culturesim.models.registry import build_model
     from culturesim.scenarios.cultures import CultureFileError, load_cultures, resolve_cultures
     from culturesim.scenarios.personas import PersonaSampler
     from culturesim.scenarios.personas import write_backgrounds as write
@@ -250,7 +250,7 @@ def personas(
         target = resolve_cultures([culture], known)[0]
         people = [PersonaSampler().sample(target, seed + i) for i in range(count)]
         if write_backgrounds:
-            people = write(build_model(model), people, known)
+            people = write(model_factory().get(model), people, known)
     except (CultureFileError, ModelError, ValueError) as error:
         raise _fail(error) from error
     if as_json:

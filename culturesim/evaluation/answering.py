@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from culturesim.evaluation.administer import (
@@ -31,6 +32,7 @@ def run_items(
     show_progress: bool = True,
     label: str = "answering",
     answer_prefix: str = DEFAULT_ANSWER_PREFIX,
+    console: Console | None = None,
 ) -> list[Answer]:
     """Answer every item; with a store, items already answered are skipped and kept."""
     if mode not in ("logprob", "sample"):
@@ -47,7 +49,7 @@ def run_items(
         MofNCompleteColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, disable=not show_progress, transient=True) as progress:
+    with Progress(*columns, disable=not show_progress, transient=True, console=console) as progress:
         task = progress.add_task(
             f"{label} ({model.model_id})", total=len(items), completed=len(items) - len(todo)
         )

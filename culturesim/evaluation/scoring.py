@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +37,12 @@ class CultureResult:
 
     def as_dict(self) -> dict[str, object]:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> CultureResult:
+        """A row read back from results.json, where a missing number is null."""
+        values: dict[str, Any] = {k: (float("nan") if v is None else v) for k, v in row.items()}
+        return cls(**values)
 
 
 def answer_code(answer: Answer, question: SurveyQuestion) -> int | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from culturesim.context import write_json_atomic
 from culturesim.evaluation.scoring import CultureResult
 
 METRICS = ("culturespa", "js_distance", "emd", "kl", "invalid_rate", "label_mass", "discrimination")
@@ -107,8 +107,7 @@ def write_outputs(
     """results.json (rows + means + extra), results.csv, and the plots; returns the files."""
     folder.mkdir(parents=True, exist_ok=True)
     data = {"rows": [r.as_dict() for r in rows], "summary": summary_rows(rows), **(extra or {})}
-    json_path = folder / "results.json"
-    json_path.write_text(json.dumps(data, indent=2, default=float) + "\n")
+    json_path = write_json_atomic(folder / "results.json", data)
     csv_path = folder / "results.csv"
     with csv_path.open("w", newline="") as handle:
         writer = csv.DictWriter(

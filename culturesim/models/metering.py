@@ -29,10 +29,15 @@ class Usage:
 
 
 class MeteredModel:
-    """Counts every call that passes through; `usage` is a live, thread-safe tally."""
+    """Counts every call that passes through; `usage` is a live, thread-safe tally.
 
-    def __init__(self, inner: LanguageModel) -> None:
+    With a `sink`, every call is also added to that shared meter, so whoever holds the meter (a
+    stage runner) sees the cost of every model it handed out, local, remote or Ray-backed.
+    """
+
+    def __init__(self, inner: LanguageModel, sink: UsageMeter | None = None) -> None:
         self.inner = inner
+        self.sink = sink
         self.usage = Usage()
         self._lock = threading.Lock()
 
@@ -54,6 +59,8 @@ class MeteredModel:
             self.usage.prompt_tokens += sum(c.prompt_tokens for c in outputs)
             self.usage.completion_tokens += sum(c.completion_tokens for c in outputs)
             self.usage.seconds += elapsed
+        if self.sink is not None:
+            self.sink.add_completions(outputs)
         return outputs
 
     def score(
@@ -61,10 +68,15 @@ class MeteredModel:
     ) -> list[list[float]]:
         start = time.perf_counter()
         outputs = self.inner.score(prompts, candidates)
+        counter = getattr(self.inner, "count_prompt_tokens", None)
+        tokens = int(counter(prompts)) if callable(counter) else 0
         with self._lock:
             self.usage.calls += 1
             self.usage.requests += len(prompts)
+            self.usage.prompt_tokens += tokens
             self.usage.seconds += time.perf_counter() - start
+        if self.sink is not None:
+            self.sink.add(len(prompts), prompt_tokens=tokens)
         return outputs
 
     def snapshot(self) -> Usage:
@@ -72,12 +84,11 @@ class MeteredModel:
             return Usage(**asdict(self.usage))
 
 
-class ProcessUsage:
-    """A process-wide tally every backend adds to, so a pipeline can charge tokens to a stage.
-
-    Stages build their own models; instead of threading a meter through every command, the
-    backends report here and the stage runner takes a snapshot before and after each stage.
-    Cache hits never reach a backend, so they cost nothing here, as they cost nothing in fact.
+class UsageMeter:
+    """A shared, thread-safe tally that metered models add to, so a runner can charge tokens
+    to a stage by taking a snapshot before and after it. It is passed to the models (through
+    the run context's model factory), never kept as a process global. A response cache sits
+    above the meter, so cache hits cost nothing here, as they cost nothing in fact.
     """
 
     def __init__(self) -> None:
@@ -103,15 +114,11 @@ class ProcessUsage:
             return Usage(**asdict(self._usage))
 
 
-PROCESS_USAGE = ProcessUsage()
-
-
-def usage_since(before: Usage) -> Usage:
-    """What the process's backends used since `before` (a PROCESS_USAGE snapshot)."""
-    now = PROCESS_USAGE.snapshot()
+def usage_between(before: Usage, after: Usage) -> Usage:
+    """What was used between two snapshots of one meter."""
     return Usage(
-        calls=now.calls - before.calls,
-        requests=now.requests - before.requests,
-        prompt_tokens=now.prompt_tokens - before.prompt_tokens,
-        completion_tokens=now.completion_tokens - before.completion_tokens,
+        calls=after.calls - before.calls,
+        requests=after.requests - before.requests,
+        prompt_tokens=after.prompt_tokens - before.prompt_tokens,
+        completion_tokens=after.completion_tokens - before.completion_tokens,
     )

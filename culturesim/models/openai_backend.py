@@ -38,7 +38,6 @@ from culturesim.models.base import (
     check_candidates,
     per_prompt_params,
 )
-from culturesim.models.metering import PROCESS_USAGE
 
 T = TypeVar("T")
 
@@ -221,7 +220,6 @@ class OpenAIModel:
     ) -> list[Completion]:
         settings = per_prompt_params(params, len(prompts))
         completions = self._run(self.agenerate_many(prompts, settings))
-        PROCESS_USAGE.add_completions(completions)
         return completions
 
     async def agenerate_many(
@@ -272,7 +270,6 @@ class OpenAIModel:
     ) -> list[list[float]]:
         check_candidates(prompts, candidates)
         scores = self._run(self._score_all(prompts, candidates))
-        PROCESS_USAGE.add(len(prompts))
         return scores
 
     async def _score_all(

@@ -8,23 +8,29 @@ since it is just another LanguageModel.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from culturesim.models.base import Completion, GenerationParams, Prompt, per_prompt_params
+from culturesim.models.base import (
+    Completion,
+    GenerationParams,
+    LanguageModel,
+    Prompt,
+    per_prompt_params,
+)
 from culturesim.models.ray_cluster import actor_environment, ensure_ray, threads_per_actor
+
+ModelBuilder = Callable[..., LanguageModel]
 
 
 class _Replica:
     """Runs inside a Ray actor process."""
 
-    def __init__(self, spec: str, threads: int, adapter: str | None) -> None:
+    def __init__(self, spec: str, threads: int, adapter: str | None, builder: ModelBuilder) -> None:
         import torch
 
-        from culturesim.models.registry import build_model
-
         torch.set_num_threads(threads)
-        self.model = build_model(spec, adapter=adapter)
+        self.model = builder(spec, adapter=adapter)
 
     def model_id(self) -> str:
         return self.model.model_id
@@ -48,14 +54,19 @@ def _slices(count: int, parts: int) -> list[slice]:
 
 
 class RayModelPool:
-    def __init__(self, spec: str, actors: int, *, adapter: str | None = None) -> None:
+    """N replicas of one spec; `builder` (the registry's `build_model`) makes each replica, so
+    the pool never imports the registry that builds it."""
+
+    def __init__(
+        self, spec: str, actors: int, builder: ModelBuilder, *, adapter: str | None = None
+    ) -> None:
         if actors < 1:
             raise ValueError("a Ray model pool needs at least one actor")
         ray = ensure_ray(actors)
         self._ray = ray
         remote = ray.remote(num_cpus=1, runtime_env=actor_environment())(_Replica)
         threads = threads_per_actor(actors)
-        self.replicas = [remote.remote(spec, threads, adapter) for _ in range(actors)]
+        self.replicas = [remote.remote(spec, threads, adapter, builder) for _ in range(actors)]
         self._model_id: str = ray.get(self.replicas[0].model_id.remote())
 
     @property
@@ -105,6 +116,6 @@ def parse_ray_spec(spec: str) -> tuple[int, str]:
     return int(count), inner
 
 
-def pool_from_spec(spec: str, adapter: Any = None) -> RayModelPool:
+def pool_from_spec(spec: str, builder: ModelBuilder, adapter: Any = None) -> RayModelPool:
     actors, inner = parse_ray_spec(spec)
-    return RayModelPool(inner, actors, adapter=str(adapter) if adapter else None)
+    return RayModelPool(inner, actors, builder, adapter=str(adapter) if adapter else None)

@@ -82,7 +82,7 @@ def build_model(
         from culturesim.models.pool import pool_from_spec
 
         try:
-            model = pool_from_spec(spec, adapter)
+            model = pool_from_spec(spec, build_model, adapter)
         except ValueError as error:
             raise ModelError(str(error)) from error
     elif spec == "smollm2":

@@ -29,7 +29,6 @@ from culturesim.models.base import (
     per_prompt_params,
     truncate_at_stop,
 )
-from culturesim.models.metering import PROCESS_USAGE
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -201,9 +200,7 @@ class TransformersModel:
                 )
                 for index, completion in zip(bucket, outputs, strict=True):
                     results[index] = completion
-        done = [r for r in results if r is not None]
-        PROCESS_USAGE.add_completions(done)
-        return done
+        return [r for r in results if r is not None]
 
     @torch.inference_mode()
     def _generate_batch(
@@ -301,6 +298,10 @@ class TransformersModel:
 
     # ------------------------------------------------------------------ score
 
+    def count_prompt_tokens(self, prompts: Sequence[Prompt]) -> int:
+        """Tokens the prompts take, for usage metering of score calls."""
+        return sum(len(self.encode_prompt(p)) for p in prompts)
+
     def score(
         self, prompts: Sequence[Prompt], candidates: Sequence[Sequence[str]]
     ) -> list[list[float]]:
@@ -337,7 +338,6 @@ class TransformersModel:
                 for row, index in enumerate(bucket):
                     tokens = needed[keys[index]]
                     logprob_of[keys[index]] = {t: float(logprobs[row, t]) for t in tokens}
-        PROCESS_USAGE.add(len(prompts), prompt_tokens=sum(len(s) for s in sequences))
         return [
             [
                 sum(logprob_of[(p, tuple(ids[:j]))][ids[j]] for j in range(len(ids)))

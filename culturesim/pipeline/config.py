@@ -8,14 +8,21 @@ field, so a config can be reused with another model or a smaller size without co
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from culturesim.context import STAGE_NAMES, StageSection
+from culturesim.evaluation.stage import EvaluateSection
+from culturesim.judge.stage import JudgeSection
+from culturesim.prober.stage import ProbeSection
+from culturesim.roleplay.stage import SimulateSection
+from culturesim.training.corpus_stage import CorpusSection
+from culturesim.training.train_stage import TrainSection
 from culturesim.yamlfiles import read_yaml_mapping, validation_problems
 
-STAGES = ("simulate", "probe", "judge", "corpus", "train", "evaluate", "report")
+STAGES = STAGE_NAMES
 
 
 class RunConfigError(ValueError):
@@ -31,99 +38,29 @@ class Models(_Section):
 
     actor: str = "smollm2"
     prober: str = "smollm2"
+    answerer: str | None = Field(
+        default=None, description="answers the probe's questions; the prober when unset"
+    )
     judge: str = "smollm2"
     base: str = Field(default="smollm2", description="the model fine-tuned and evaluated")
-
-
-class SimulateStage(_Section):
-    scenarios: str = "all"
-    cultures: str = "JPN,MEX"
-    per_episode: int = Field(default=1, ge=1)
-    episodes_per_scenario: int = Field(default=1, ge=1)
-    max_turns: int | None = Field(default=None, ge=1)
-    max_new_tokens: int = Field(default=96, ge=8)
-    temperature: float = Field(default=0.7, ge=0.0)
-    top_p: float = Field(default=0.7, gt=0.0, le=1.0)
-    action_mode: Literal["structured", "free"] = "structured"
-    intents: bool = True
-    concurrency: int = Field(default=32, ge=1)
-    max_batch_size: int = Field(default=32, ge=1)
-    ray_actors: int = Field(default=0, ge=0, description="shard episodes over N Ray actors")
-    scenario_dirs: list[str] = Field(default_factory=list)
-
-
-class ProbeStage(_Section):
-    topics: str = "all"
-    cultures: str = "USA,CHN,DEU"
-    per_topic: int = Field(default=5, ge=0)
-    max_rounds: int = Field(default=3, ge=1)
-    mode: Literal["logprob", "sample"] = "logprob"
-    rules: str = "argmax,jsd"
-    jsd_threshold: float = Field(default=0.1, ge=0.0, le=1.0)
-    min_confidence: float = Field(default=0.4, ge=0.0, le=1.0)
-    structured: bool = True
-    temperature: float = Field(default=0.9, ge=0.0)
-    batch_size: int = Field(default=64, ge=1)
-    eval_questions: str | None = None
-
-
-class JudgeStage(_Section):
-    mode: Literal["generate", "score"] = "generate"
-    rule: Literal["clca", "none"] = "clca"
-    thresholds: list[str] = Field(default_factory=list)
-    on_unparseable: Literal["drop", "keep"] = "drop"
-    position_check: bool = False
-    attempts: int = Field(default=2, ge=1)
-    max_new_tokens: int = Field(default=120, ge=8)
-    rubrics_dirs: list[str] = Field(default_factory=list)
-
-
-class CorpusStage(_Section):
-    mixture: str = Field(default="2:1", pattern=r"^\d+:\d+$")
-    goals: bool = True
-    secrets: bool = True
-    cues: bool = True
-    validation: float = Field(default=0.1, ge=0.0, le=0.5)
-    dedup_threshold: float = Field(default=0.95, ge=0.0, le=1.0)
-    embeddings: bool = True
-    eval_questions: str | None = None
-
-
-class TrainStage(_Section):
-    set: str = Field(default="clca", description="which corpus set to train on")
-    method: Literal["sft", "dpo"] = "sft"
-    preset: Literal["default", "culturespa", "clca"] = "default"
-    max_steps: int | None = Field(default=None, ge=1)
-    epochs: float | None = Field(default=None, gt=0)
-    learning_rate: float | None = Field(default=None, gt=0)
-    lora_r: int | None = Field(default=None, ge=1)
-    batch_size: int | None = Field(default=None, ge=1)
-    effective_batch_size: int | None = Field(default=None, ge=1)
-    max_length: int | None = Field(default=None, ge=16)
-
-
-class EvaluateStage(_Section):
-    survey_dir: str | None = Field(
-        default=None, description="WVS folder; without it only the sanity set is scored"
-    )
-    cultures: str = "all"
-    styles: str = "unaware,aware"
-    limit: int | None = Field(default=None, ge=1)
-    mode: Literal["logprob", "sample"] = "logprob"
-    batch_size: int = Field(default=64, ge=1)
-    guard: bool = True
 
 
 class RunConfig(_Section):
     out: str = Field(description="the run directory; every stage writes a folder inside it")
     seed: int = 0
     models: Models = Field(default_factory=Models)
-    simulate: SimulateStage | None = None
-    probe: ProbeStage | None = None
-    judge: JudgeStage | None = None
-    corpus: CorpusStage | None = None
-    train: TrainStage | None = None
-    evaluate: EvaluateStage | None = None
+    prompts_dir: list[str] = Field(
+        default_factory=list, description="your prompt template folders, searched first"
+    )
+    culture_dirs: list[str] = Field(
+        default_factory=list, description="your culture folders, for every stage"
+    )
+    simulate: SimulateSection | None = None
+    probe: ProbeSection | None = None
+    judge: JudgeSection | None = None
+    corpus: CorpusSection | None = None
+    train: TrainSection | None = None
+    evaluate: EvaluateSection | None = None
     report: bool = True
     retry_failed: bool = Field(
         default=False, description="set by `run --retry-failed`: rerun failed dialogues"
@@ -138,13 +75,12 @@ class RunConfig(_Section):
     def identity(self) -> dict[str, Any]:
         """What decides the records: resource settings are left out so a run may resume with
         other ones."""
-        data = self.model_dump(mode="json", exclude={"retry_failed"})
-        if data.get("simulate"):
-            for key in ("concurrency", "max_batch_size", "ray_actors"):
-                data["simulate"].pop(key, None)
-        for section in ("probe", "evaluate"):
-            if data.get(section):
-                data[section].pop("batch_size", None)
+        data = self.model_dump(mode="json", exclude={"retry_failed", *STAGE_NAMES})
+        for name in STAGE_NAMES:
+            section = getattr(self, name, None)
+            if isinstance(section, StageSection):
+                data[name] = section.identity()
+        data["report"] = self.report
         return data
 
 

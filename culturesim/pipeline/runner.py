@@ -2,26 +2,53 @@
 
 The stage log (`stages.jsonl` in the run directory) gets one line per stage that finishes,
 fails or is interrupted: its status, seconds, model usage (requests and tokens, from the
-process-wide meter) and counts. A stage with a `done` line is skipped on the next run unless it
+run context's meter) and counts. A stage with a `done` line is skipped on the next run unless it
 is forced; a stage that was killed has none, so it runs again and resumes from its records.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from culturesim.models.metering import PROCESS_USAGE, usage_since
+from culturesim.context import (
+    ModelFactory,
+    ModelRoles,
+    RunContext,
+    RunLayout,
+    StageFailed,
+    StageResult,
+)
+from culturesim.models.metering import usage_between
 from culturesim.pipeline.config import STAGES, RunConfig
-from culturesim.pipeline.stages import STAGE_FUNCTIONS, RunLayout, StageFailed
+from culturesim.store import read_jsonl
 
-console = Console()
+StageFunction = Callable[[Any, RunContext], StageResult]
+
+
+def stage_functions() -> dict[str, StageFunction]:
+    """Each stage's library entry point, by name, in loop order."""
+    from culturesim.evaluation import stage as evaluate
+    from culturesim.judge import stage as judge
+    from culturesim.prober import stage as probe
+    from culturesim.report import stage as report
+    from culturesim.roleplay import stage as simulate
+    from culturesim.training import corpus_stage, train_stage
+
+    return {
+        "simulate": simulate.run,
+        "probe": probe.run,
+        "judge": judge.run,
+        "corpus": corpus_stage.run,
+        "train": train_stage.run,
+        "evaluate": evaluate.run,
+        "report": report.run,
+    }
 
 
 @dataclass(frozen=True)
@@ -31,16 +58,36 @@ class PlannedStage:
     status: str
 
 
+def context_for(
+    config: RunConfig,
+    *,
+    models: ModelFactory | None = None,
+    console: Console | None = None,
+    show_progress: bool = True,
+) -> RunContext:
+    """The run context a config describes; pass `models` to share loaded models (tests)."""
+    return RunContext(
+        layout=RunLayout(Path(config.out)),
+        models=models or ModelFactory(),
+        roles=ModelRoles(
+            actor=config.models.actor,
+            prober=config.models.prober,
+            answerer=config.models.answerer,
+            judge=config.models.judge,
+            base=config.models.base,
+        ),
+        prompt_dirs=tuple(Path(p) for p in config.prompts_dir),
+        culture_dirs=tuple(Path(p) for p in config.culture_dirs),
+        seed=config.seed,
+        retry_failed=config.retry_failed,
+        console=console or Console(),
+        show_progress=show_progress,
+    )
+
+
 def stage_log(layout: RunLayout) -> list[dict[str, Any]]:
-    if not layout.stage_log.exists():
-        return []
-    rows = []
-    for line in layout.stage_log.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line torn by a kill: the stage simply counts as not done
-    return rows
+    """The stage log's rows; a line torn by a kill means that stage simply counts as not done."""
+    return read_jsonl(layout.stage_log)
 
 
 def done_stages(layout: RunLayout) -> set[str]:
@@ -74,17 +121,22 @@ def choose_stages(config: RunConfig, wanted: str | None) -> list[str]:
 
 def plan(config: RunConfig, stages: Sequence[str], force: bool = False) -> list[PlannedStage]:
     """What each stage would do, with counts worked out from the config alone (no model)."""
-    layout = RunLayout(Path(config.out))
+    from culturesim.evaluation.stage import trained_adapter
+    from culturesim.roleplay.stage import plan_episodes
+
+    ctx = context_for(config)
+    layout = ctx.layout
     done = done_stages(layout)
     dialogues = 0
     planned = []
     for name in stages:
         work = ""
         if name == "simulate" and config.simulate is not None:
-            dialogues = _planned_dialogues(config)
+            episodes = len(plan_episodes(config.simulate, ctx))
+            dialogues = episodes * config.simulate.per_episode
             work = (
-                f"{dialogues // config.simulate.per_episode} episodes × "
-                f"{config.simulate.per_episode} = {dialogues} dialogues with {config.models.actor}"
+                f"{episodes} episodes × {config.simulate.per_episode} = {dialogues} dialogues "
+                f"with {config.models.actor}"
             )
         elif name == "probe" and config.probe is not None:
             from culturesim.prober.topics import BUILTIN_TOPICS, load_topics, select_topics
@@ -92,9 +144,11 @@ def plan(config: RunConfig, stages: Sequence[str], force: bool = False) -> list[
             topics = select_topics(load_topics(BUILTIN_TOPICS), config.probe.topics)
             cultures = [c for c in config.probe.cultures.split(",") if c.strip()]
             questions = len(topics) * config.probe.per_topic
+            answerer = config.models.answerer or config.models.prober
             work = (
-                f"{len(topics)} topics × {config.probe.per_topic} = ≤{questions} questions, "
-                f"answered unaware and for {len(cultures)} cultures with {config.models.prober}"
+                f"{len(topics)} topics × {config.probe.per_topic} = ≤{questions} questions by "
+                f"{config.models.prober}, answered unaware and for {len(cultures)} cultures "
+                f"by {answerer}"
             )
         elif name == "judge" and config.judge is not None:
             work = (
@@ -111,7 +165,7 @@ def plan(config: RunConfig, stages: Sequence[str], force: bool = False) -> list[
             )
             work = f"LoRA {config.train.method} of {config.models.base} on '{config.train.set}', {steps}"
         elif name == "evaluate" and config.evaluate is not None:
-            variants = 2 if (config.train is not None or _has_adapter(layout)) else 1
+            variants = 2 if (config.train is not None or trained_adapter(ctx)) else 1
             parts = []
             if config.evaluate.survey_dir:
                 limit = config.evaluate.limit or "all"
@@ -129,54 +183,47 @@ def plan(config: RunConfig, stages: Sequence[str], force: bool = False) -> list[
     return planned
 
 
-def _has_adapter(layout: RunLayout) -> bool:
-    return (layout.train / "adapter" / "adapter_config.json").exists()
-
-
-def _planned_dialogues(config: RunConfig) -> int:
-    from culturesim.scenarios.cultures import load_cultures
-    from culturesim.scenarios.episodes import build_episodes, culture_groups
-    from culturesim.scenarios.templates import ScenarioLibrary
-
-    assert config.simulate is not None
-    library = ScenarioLibrary(config.simulate.scenario_dirs)
-    episodes = build_episodes(
-        library,
-        library.select(config.simulate.scenarios),
-        culture_groups(config.simulate.cultures, load_cultures()),
-        per_scenario=config.simulate.episodes_per_scenario,
-        seed=config.seed,
-    )
-    return len(episodes) * config.simulate.per_episode
-
-
 def run_stages(
-    config: RunConfig, stages: Sequence[str], force: bool = False
+    config: RunConfig,
+    stages: Sequence[str],
+    force: bool = False,
+    *,
+    ctx: RunContext | None = None,
 ) -> list[dict[str, Any]]:
     """Run the stages in order; returns the log rows written. Raises StageFailed or
     KeyboardInterrupt after logging them, so the caller can say how to resume."""
-    layout = RunLayout(Path(config.out))
+    from culturesim.report.stage import ReportSection
+
+    ctx = ctx or context_for(config)
+    layout = ctx.layout
     done = done_stages(layout)
+    functions = stage_functions()
     written = []
     for name in stages:
         if name in done and not force:
-            console.print(f"[dim]stage {name}: done earlier, skipped[/]")
+            ctx.console.print(f"[dim]stage {name}: done earlier, skipped[/]")
             continue
-        console.rule(f"stage {name}")
-        before = PROCESS_USAGE.snapshot()
+        ctx.console.rule(f"stage {name}")
+        section = ReportSection() if name == "report" else getattr(config, name)
+        before = ctx.models.usage()
         started = time.perf_counter()
         row: dict[str, Any] = {"stage": name}
         try:
-            counts = STAGE_FUNCTIONS[name](config, layout)
-            row.update(status="done", counts=counts)
+            result = functions[name](section, ctx)
+            row.update(status="done", counts=result.counts)
+            if result.exit_code:
+                row["exit_code"] = result.exit_code
         except KeyboardInterrupt:
             row.update(status="interrupted")
             raise
         except StageFailed as error:
             row.update(status="failed", error=str(error))
             raise
+        except Exception as error:
+            row.update(status="failed", error=f"{type(error).__name__}: {error}")
+            raise
         finally:
-            usage = usage_since(before)
+            usage = usage_between(before, ctx.models.usage())
             row.update(
                 seconds=round(time.perf_counter() - started, 1),
                 requests=usage.requests,

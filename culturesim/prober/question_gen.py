@@ -23,10 +23,15 @@ from rich.progress import Progress
 
 from culturesim.jsonish import first_json_object
 from culturesim.models.base import Chat, GenerationParams, LanguageModel
-from culturesim.models.embeddings import Embedder, normalise_text
+from culturesim.models.embeddings import (
+    DECONTAMINATION_THRESHOLD,
+    QUESTION_DEDUP_THRESHOLD,
+    Embedder,
+    normalise_text,
+)
 from culturesim.prober.topics import Topic
 from culturesim.prompt_library import PromptLibrary
-from culturesim.records import Question, stable_hash
+from culturesim.records import Question, derive_seed
 from culturesim.store import RunStore
 
 JSON_PREFILL = '{"Question": "'
@@ -102,9 +107,9 @@ class QuestionGenerator:
         max_new_tokens: int = 160,
         prefill: str = JSON_PREFILL,
         structured: bool = True,
-        dedup_threshold: float = 0.9,
+        dedup_threshold: float = QUESTION_DEDUP_THRESHOLD,
         decontaminate_against: Sequence[str] = (),
-        decontamination_threshold: float = 0.85,
+        decontamination_threshold: float = DECONTAMINATION_THRESHOLD,
         seed: int = 0,
     ) -> None:
         self.model = model
@@ -182,7 +187,7 @@ class QuestionGenerator:
                     for _ in range(needs.get(topic.name, 0)):
                         attempt = attempts[topic.name]
                         attempts[topic.name] += 1
-                        request_seed = int(stable_hash([self.seed, topic.name, attempt], 8), 16)
+                        request_seed = derive_seed(self.seed, topic.name, attempt)
                         examples = self.pick_examples(
                             seeds.get(topic.name, []), generated, random.Random(request_seed)
                         )

@@ -13,8 +13,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from culturesim.records import Answer, Dialogue, Episode, Instance, Question, Verdict
-from culturesim.store import RunStore
+from culturesim.records import (
+    Answer,
+    Dialogue,
+    Episode,
+    FilterDecision,
+    Instance,
+    Question,
+    Verdict,
+    latest_decisions,
+)
+from culturesim.store import RunStore, read_jsonl
 
 
 @dataclass
@@ -44,18 +53,6 @@ def _json_file(path: Path) -> Any:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
-
-
 def _find(root: Path, stage: str, marker: str) -> Path | None:
     """The stage folder of a loop run, or the run itself when it is a single command's."""
     for candidate in (root / stage, root):
@@ -65,7 +62,9 @@ def _find(root: Path, stage: str, marker: str) -> Path | None:
 
 
 def _decisions(run: Path) -> dict[str, dict[str, Any]]:
-    return {row["target_id"]: row for row in _jsonl(run / "filter_decisions.jsonl")}
+    """The judge's latest decision per target, from the run's decision records."""
+    latest = latest_decisions(RunStore(run).read(FilterDecision))
+    return {target: d.model_dump() for target, d in latest.items()}
 
 
 def collect(root: Path) -> ReportData:
@@ -73,7 +72,7 @@ def collect(root: Path) -> ReportData:
     manifest = _json_file(root / "manifest.json") or {}
     data.config = manifest.get("config", {})
     latest: dict[str, dict[str, Any]] = {}
-    for row in _jsonl(root / "stages.jsonl"):
+    for row in read_jsonl(root / "stages.jsonl"):
         latest[row["stage"]] = row
     data.stages = list(latest.values())
     simulate = _find(root, "simulate", "dialogue.jsonl")
@@ -82,7 +81,7 @@ def collect(root: Path) -> ReportData:
     probe = _find(root, "probe", "question.jsonl")
     if probe is not None:
         _collect_probe(probe, data)
-    data.training = [row for row in _jsonl(root / "train" / "metrics.jsonl")]
+    data.training = [row for row in read_jsonl(root / "train" / "metrics.jsonl")]
     survey = _json_file(root / "evaluate" / "survey" / "results.json") or {}
     data.survey_summary = survey.get("summary", [])
     data.guard = _json_file(root / "evaluate" / "guard.json") or []
@@ -190,13 +189,15 @@ def _collect_probe(run: Path, data: ReportData) -> None:
     instances: dict[tuple[str, str], list[Instance]] = defaultdict(list)
     for instance in store.read(Instance):
         instances[(instance.question_id, instance.culture)].append(instance)
-    unaware = {a.question_id: a for a in answers if a.prompt == "unaware"}
+    # Answers name their question as the survey item they were asked as ("survey:<id>").
+    unaware = {_bare(a.question_id): a for a in answers if a.prompt == "unaware"}
     for answer in answers:
-        if answer.prompt != "aware" or answer.question_id not in questions:
+        qid = _bare(answer.question_id)
+        if answer.prompt != "aware" or qid not in questions:
             continue
-        base = unaware.get(answer.question_id)
-        question = questions[answer.question_id]
-        matched = instances.get((answer.question_id, answer.culture), [])
+        base = unaware.get(qid)
+        question = questions[qid]
+        matched = instances.get((qid, answer.culture), [])
         data.probe_rows.append(
             {
                 "question": question.text,
@@ -213,6 +214,10 @@ def _collect_probe(run: Path, data: ReportData) -> None:
             }
         )
     data.probe_rows.sort(key=lambda r: -(r["divergence"] or 0.0))
+
+
+def _bare(question_id: str) -> str:
+    return question_id.removeprefix("survey:")
 
 
 def _jsd(p: tuple[float, ...], q: tuple[float, ...]) -> float | None:

@@ -33,7 +33,7 @@ from autogen.io.base import IOStream
 from culturesim.models.base import Chat
 from culturesim.models.batcher import Batcher
 from culturesim.prompt_library import PromptLibrary
-from culturesim.records import Episode, Persona, Turn, stable_hash
+from culturesim.records import Episode, Persona, Turn, derive_seed
 from culturesim.roleplay.autogen_client import bound_client, llm_config
 from culturesim.roleplay.protocol import MalformedTurn, parse_turn
 from culturesim.scenarios.cultures import load_cultures
@@ -128,7 +128,7 @@ class Conversation:
         )
         self.client_class = bound_client(batcher)
         self.state = ConversationState()
-        self.rng = random.Random(int(stable_hash([seed, "speakers"], 12), 16))
+        self.rng = random.Random(derive_seed(seed, "speakers", digits=12))
 
     # ------------------------------------------------------------------ prompts
 
@@ -199,7 +199,7 @@ class Conversation:
         raw = ""
         problem = ""
         for attempt in range(2):
-            turn_seed = int(stable_hash([self.seed, index, attempt], 8), 16)
+            turn_seed = derive_seed(self.seed, index, attempt)
             prefill = self.settings.prefill
             stop: tuple[str, ...] = ()
             if self.settings.action_mode == "structured":

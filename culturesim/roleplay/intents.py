@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from culturesim.models.base import GenerationParams
 from culturesim.models.batcher import Batcher
 from culturesim.prompt_library import PromptLibrary
-from culturesim.records import Culture, Episode, Turn, stable_hash
+from culturesim.records import Culture, Episode, Turn, derive_seed
 
 _INTENT = re.compile(r"intent\s*[:=]\s*(.+)", re.I)
 _CULTURAL = re.compile(r"cultural(?: expectation)?\s*[:=]\s*(.+)", re.I)
@@ -71,7 +71,7 @@ class IntentAnnotator:
                     self.max_new_tokens,
                     temperature=0.0,
                     stop=("\n\n",),
-                    seed=int(stable_hash([seed, "intent", turn.index], 8), 16),
+                    seed=derive_seed(seed, "intent", turn.index),
                 ),
             )
         annotated = []

@@ -15,6 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -28,7 +29,7 @@ from culturesim.models.base import LanguageModel
 from culturesim.models.batcher import Batcher
 from culturesim.models.metering import MeteredModel
 from culturesim.prompt_library import PromptLibrary
-from culturesim.records import Culture, Dialogue, Episode, stable_hash
+from culturesim.records import Culture, Dialogue, Episode, derive_seed
 from culturesim.roleplay.conversation import Conversation, RolePlaySettings
 from culturesim.roleplay.intents import IntentAnnotator
 from culturesim.scenarios.cultures import load_cultures
@@ -73,7 +74,7 @@ class SimulationSummary:
 
 
 def dialogue_seed(episode: Episode, sample_index: int, run_seed: int) -> int:
-    return int(stable_hash([run_seed, episode.id, sample_index], 8), 16)
+    return derive_seed(run_seed, episode.id, sample_index)
 
 
 class Simulator:
@@ -87,6 +88,7 @@ class Simulator:
         *,
         library: PromptLibrary | None = None,
         cultures: dict[str, Culture] | None = None,
+        console: Console | None = None,
     ) -> None:
         self.metered = MeteredModel(model)
         self.model_id = model.model_id
@@ -94,6 +96,7 @@ class Simulator:
         self.settings = settings
         self.library = library or PromptLibrary()
         self.cultures = cultures or load_cultures()
+        self.console = console
 
     def dialogue_id(self, episode: Episode, sample_index: int) -> str:
         return Dialogue(episode_id=episode.id, sample_index=sample_index, model=self.model_id).id
@@ -145,7 +148,7 @@ class Simulator:
         with (
             Batcher(self.metered, max_batch_size=self.settings.max_batch_size) as batcher,
             ThreadPoolExecutor(max_workers=max(1, self.settings.concurrency)) as pool,
-            Progress(*columns, disable=not show_progress) as progress,
+            Progress(*columns, disable=not show_progress, console=self.console) as progress,
         ):
             bar = progress.add_task("dialogues", total=len(tasks), rate="0")
             futures: dict[Future[Dialogue], tuple[Episode, int]] = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from culturesim.records import Culture, Episode, stable_hash
+from culturesim.records import Culture, Episode, derive_seed
 from culturesim.scenarios.personas import PersonaSampler
 from culturesim.scenarios.templates import ScenarioLibrary, ScenarioTemplate
 
@@ -55,7 +55,7 @@ def build_episodes(
             per_role = cultures_for_roles(group, len(template.participants))
             codes = "+".join(c.code for c in group)
             for index in range(per_scenario):
-                episode_seed = int(stable_hash([seed, template.id, codes, index], 8), 16)
+                episode_seed = derive_seed(seed, template.id, codes, index)
                 cast = [
                     sampler.sample(
                         culture, episode_seed, participant.persona, slot=participant.role

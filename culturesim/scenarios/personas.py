@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from culturesim.models.base import GenerationParams, LanguageModel
 from culturesim.prompt_library import PromptLibrary
-from culturesim.records import Culture, Persona, stable_hash
+from culturesim.records import Culture, Persona, derive_seed
 
 BIG_FIVE = ("openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism")
 VALUES = (
@@ -75,7 +75,7 @@ class PersonaSampler:
         self, culture: Culture, seed: int, spec: PersonaSpec | None = None, *, slot: str = ""
     ) -> Persona:
         spec = spec or PersonaSpec()
-        rng = random.Random(int(stable_hash([culture.code, seed, slot], 12), 16))
+        rng = random.Random(derive_seed(culture.code, seed, slot, digits=12))
         genders = sorted(culture.given_names)
         if spec.name is None and not genders:
             raise PersonaFileError(
@@ -162,7 +162,7 @@ def write_backgrounds(
         GenerationParams(
             max_new_tokens=max_new_tokens,
             temperature=temperature,
-            seed=int(stable_hash([p.id, "background"], 8), 16),
+            seed=derive_seed(p.id, "background"),
             stop=("\n\n",),
         )
         for p in personas

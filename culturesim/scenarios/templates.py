@@ -59,7 +59,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from culturesim.paths import package_data
 from culturesim.prompt_library import _template_location
-from culturesim.records import Culture, Persona, Role, Scenario, stable_hash
+from culturesim.records import Culture, Persona, Role, Scenario, derive_seed
 from culturesim.scenarios.cues import culture_cues
 from culturesim.scenarios.graphs import GraphError, GraphSpec, build_graph, graph_edges
 from culturesim.scenarios.personas import PersonaSpec
@@ -355,7 +355,7 @@ class ScenarioLibrary:
             )
         values = self.resolve_variables(spec, variables or {}, seed)
         host = per_role[0]
-        rng = random.Random(int(stable_hash([spec.id, host.code, seed, "place"], 12), 16))
+        rng = random.Random(derive_seed(spec.id, host.code, seed, "place", digits=12))
         place = str(values.get("place") or (rng.choice(host.places) if host.places else host.name))
         context = {
             **values,
@@ -413,7 +413,7 @@ class ScenarioLibrary:
                 f"it declares: {', '.join(sorted(spec.variables)) or 'none'}"
             )
         values = {}
-        rng = random.Random(int(stable_hash([spec.id, seed, "variables"], 12), 16))
+        rng = random.Random(derive_seed(spec.id, seed, "variables", digits=12))
         for name, variable in spec.variables.items():
             if name in given:
                 raw = given[name]

@@ -32,7 +32,12 @@ import numpy as np
 from culturesim.evaluation.administer import SurveyPrompter
 from culturesim.judge.judge import transcript_lines
 from culturesim.models.base import Chat
-from culturesim.models.embeddings import Embedder, normalise_text
+from culturesim.models.embeddings import (
+    CORPUS_DEDUP_THRESHOLD,
+    DECONTAMINATION_THRESHOLD,
+    Embedder,
+    normalise_text,
+)
 from culturesim.prober.instances import as_survey_question
 from culturesim.prompt_library import PromptLibrary
 from culturesim.records import Answer, Culture, Dialogue, Episode, Instance, Question, stable_hash
@@ -46,8 +51,8 @@ class CorpusSettings:
     include_secret: bool = True
     include_cues: bool = True
     validation_fraction: float = 0.1
-    dedup_threshold: float = 0.95
-    decontamination_threshold: float = 0.85
+    dedup_threshold: float = CORPUS_DEDUP_THRESHOLD
+    decontamination_threshold: float = DECONTAMINATION_THRESHOLD
     seed: int = 0
 
 

@@ -17,17 +17,16 @@ records the base model, the corpus (and its summary), the culture and the config
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
 from culturesim.training.presets import TrainingConfig
 from culturesim.training.tokenize import tokenize_chat
 
-console = Console(stderr=True)
+log = logging.getLogger(__name__)
 
 
 class TrainingError(ValueError):
@@ -231,9 +230,10 @@ def train_adapter(
             encoded = [tokenize_chat(tokenizer, r["messages"], config.max_length) for r in rows]
             usable = [e for e in encoded if any(label != -100 for label in e["labels"])]
             if len(usable) < len(encoded):
-                console.print(
-                    f"[yellow]{len(encoded) - len(usable)} row(s) lost every assistant token to "
-                    f"--max-length {config.max_length} and are left out[/]"
+                log.warning(
+                    "%d row(s) lost every assistant token to --max-length %d and are left out",
+                    len(encoded) - len(usable),
+                    config.max_length,
                 )
             if not usable:
                 raise TrainingError(

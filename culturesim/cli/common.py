@@ -1,0 +1,107 @@
+"""What every command shares: the error door, section building from options, and output.
+
+A command parses its options into the stage's section and calls the stage function inside
+`door()`, which turns every known failure into one line that names the file, field or value and
+says what to do, with a non-zero exit. Nothing else in the package prints.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.markup import escape
+
+from culturesim.context import ModelFactory, StageFailed, StageSection
+from culturesim.yamlfiles import validation_problems
+
+console = Console()
+errors = Console(stderr=True)
+
+S = TypeVar("S", bound=StageSection)
+
+ModelHelp = "smollm2 | PATH | hf:ID | openai:MODEL@URL | ray:N:SPEC"
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print an error (escaped: file names and specs are not markup) and return the exit."""
+    errors.print(f"[bold red]error:[/] {escape(message)}")
+    return typer.Exit(code=code)
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("CULTURESIM_DEBUG", "") not in ("", "0")
+
+
+@contextmanager
+def door() -> Iterator[None]:
+    """Known failures become messages; Ctrl-C says what was kept. `--debug` shows tracebacks."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        errors.print("[yellow]interrupted:[/] what was written is kept; rerun to resume.")
+        raise typer.Exit(code=130) from None
+    except ValidationError as error:
+        if debug_enabled():
+            raise
+        raise fail(validation_problems(error)) from error
+    except (StageFailed, ValueError, OSError, LookupError) as error:
+        if debug_enabled():
+            raise
+        raise fail(_message(error)) from error
+
+
+def _message(error: BaseException) -> str:
+    text = str(error)
+    if isinstance(error, KeyError):
+        text = f"unknown {text}"
+    return text or type(error).__name__
+
+
+def build_section(
+    cls: type[S], given: Mapping[str, Any], config: Path | None = None, key: str = ""
+) -> S:
+    """The section from a YAML file's settings (its `key:` section, or flat) overlaid with the
+    options the user gave (None means not given), validated once, by the section itself."""
+    base: dict[str, Any] = {}
+    if config is not None:
+        from culturesim.yamlfiles import read_yaml_mapping
+
+        data = read_yaml_mapping(config, ValueError, f"{key or 'stage'} settings")
+        base = data.get(key, data) if key else data
+    values = {**base, **{k: v for k, v in given.items() if v is not None}}
+    try:
+        return cls.model_validate(values)
+    except ValidationError as error:
+        where = f"{config}: " if config is not None else ""
+        raise fail(where + validation_problems(error)) from error
+
+
+def default(cls: type[StageSection], name: str) -> str:
+    """'(default: X)' for a help text, read from the section so it is written once."""
+    return f"(default: {cls.default_of(name)})"
+
+
+_shared_models: ModelFactory | None = None
+
+
+def model_factory() -> ModelFactory:
+    """One model factory per process: a caller that runs many commands in one process (a test
+    session, a notebook) loads each model once instead of once per command."""
+    global _shared_models
+    if _shared_models is None:
+        _shared_models = ModelFactory()
+    return _shared_models
+
+
+def say(text: str) -> None:
+    """Print plain text: user and model text is escaped, never read as markup."""
+    console.print(escape(text))

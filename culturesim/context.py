@@ -1,0 +1,245 @@
+"""What every stage receives: its settings section's base class, the run context and its result.
+
+A stage is one library function, `run(section, ctx) -> StageResult`, in the package that owns
+it (`culturesim.roleplay.stage`, `culturesim.prober.stage`, …). The section is the stage's only
+schema: the command line and the run config both fill the same pydantic model, so a default is
+written once. The context carries what several stages share: where the run lives, one model
+factory (so a model loaded once serves every stage and every test), the prompt library with the
+user's folders first, and the cultures, including those a stage stored in the run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+from rich.console import Console
+
+from culturesim.models.base import LanguageModel
+from culturesim.models.metering import MeteredModel, Usage, UsageMeter
+from culturesim.prompt_library import PromptLibrary
+from culturesim.records import Culture
+
+STAGE_NAMES = ("simulate", "probe", "judge", "corpus", "train", "evaluate", "report")
+
+
+class StageFailed(RuntimeError):
+    """A stage cannot go on; the message says why and what to do. Later stages need its output."""
+
+
+class StageSection(BaseModel):
+    """Base of every stage's settings.
+
+    `resource_fields` declares, once per class, the settings that change how fast a stage runs
+    but never what it writes (batch sizes, concurrency, actors): they stay out of the manifest's
+    identity, so a run may resume with other ones.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    resource_fields: ClassVar[frozenset[str]] = frozenset()
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that decide the records, as JSON-able data."""
+        return self.model_dump(mode="json", exclude=set(self.resource_fields))
+
+    @classmethod
+    def default_of(cls, name: str) -> Any:
+        """A field's default, for help texts that show it without writing it twice."""
+        info = cls.model_fields[name]
+        return info.get_default(call_default_factory=True)
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What a stage reports: counts for the stage log and report, and an exit status.
+
+    `exit_code` 3 means the stage finished but left failures behind (listed in its folder);
+    the loop goes on, and the command line exits with it.
+    """
+
+    counts: dict[str, Any] = field(default_factory=dict)
+    exit_code: int = 0
+    written: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Where each stage reads and writes.
+
+    Inside `culturesim run` every stage has a folder under one root. A single command points a
+    stage at any folder: `stage_dirs` overrides a stage's folder and `inputs` names the run
+    directories that judge and corpus read, so the same stage code serves both doors.
+    """
+
+    root: Path
+    stage_dirs: Mapping[str, Path] = field(default_factory=dict)
+    inputs: tuple[Path, ...] | None = None
+
+    @classmethod
+    def for_stage(
+        cls, stage: str, folder: Path, *, inputs: Sequence[Path] | None = None
+    ) -> RunLayout:
+        """The layout of a single command writing `stage`'s output to `folder`."""
+        return cls(folder, {stage: folder}, tuple(inputs) if inputs is not None else None)
+
+    def dir(self, stage: str) -> Path:
+        return Path(self.stage_dirs.get(stage, self.root / stage))
+
+    @property
+    def simulate(self) -> Path:
+        return self.dir("simulate")
+
+    @property
+    def probe(self) -> Path:
+        return self.dir("probe")
+
+    @property
+    def corpus(self) -> Path:
+        return self.dir("corpus")
+
+    @property
+    def train(self) -> Path:
+        return self.dir("train")
+
+    @property
+    def evaluate(self) -> Path:
+        return self.dir("evaluate")
+
+    @property
+    def survey(self) -> Path:
+        """Survey answers and results: `evaluate/survey` in a loop, the folder itself alone."""
+        return Path(self.stage_dirs.get("survey", self.evaluate / "survey"))
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report"
+
+    @property
+    def stage_log(self) -> Path:
+        return self.root / "stages.jsonl"
+
+    def record_dirs(self) -> list[Path]:
+        """The run stores that hold dialogues or instances, for judge and corpus."""
+        if self.inputs is not None:
+            return list(self.inputs)
+        return [p for p in (self.simulate, self.probe) if (p / "manifest.json").exists()]
+
+
+class ModelFactory:
+    """Builds each model once per (spec, adapter) and hands the same instance to every caller.
+
+    Every model it hands out reports its usage to `meter`, so a stage's cost is measured where
+    the calls are made, for in-process, remote and Ray-backed models alike. Tests register a
+    ready model under a spec name with `provide`, so stages run on a tiny model with no loading.
+    """
+
+    def __init__(
+        self,
+        meter: UsageMeter | None = None,
+        builder: Callable[..., LanguageModel] | None = None,
+    ) -> None:
+        self.meter = meter or UsageMeter()
+        self._builder = builder
+        self._models: dict[tuple[str, str | None], LanguageModel] = {}
+
+    def provide(self, spec: str, model: LanguageModel, adapter: str | Path | None = None) -> None:
+        """Serve `model` whenever `spec` (with `adapter`) is asked for."""
+        key = (spec, str(adapter) if adapter is not None else None)
+        self._models[key] = MeteredModel(model, sink=self.meter)
+
+    def get(self, spec: str, adapter: str | Path | None = None) -> LanguageModel:
+        key = (spec, str(adapter) if adapter is not None else None)
+        if key not in self._models:
+            builder = self._builder
+            if builder is None:
+                from culturesim.models.registry import build_model
+
+                builder = build_model
+            self._models[key] = MeteredModel(builder(spec, adapter=adapter), sink=self.meter)
+        return self._models[key]
+
+    def usage(self) -> Usage:
+        return self.meter.snapshot()
+
+
+@dataclass(frozen=True)
+class ModelRoles:
+    """Which model spec plays which part of the loop."""
+
+    actor: str = "smollm2"
+    prober: str = "smollm2"
+    answerer: str | None = None
+    judge: str = "smollm2"
+    base: str = "smollm2"
+
+
+@dataclass
+class RunContext:
+    """What a stage needs besides its settings: where, with which models, prompts and cultures."""
+
+    layout: RunLayout
+    models: ModelFactory = field(default_factory=ModelFactory)
+    roles: ModelRoles = field(default_factory=ModelRoles)
+    prompt_dirs: tuple[Path, ...] = ()
+    culture_dirs: tuple[Path, ...] = ()
+    seed: int = 0
+    retry_failed: bool = False
+    console: Console = field(default_factory=Console)
+    show_progress: bool = True
+
+    @property
+    def prompts(self) -> PromptLibrary:
+        return PromptLibrary(self.prompt_dirs)
+
+    def cultures(self, *run_dirs: Path) -> dict[str, Culture]:
+        """Built-in cultures, the user's folders, and the cultures stored in `run_dirs`.
+
+        A stage that used a user's culture stores its record in the run, so later stages and
+        other processes read the same profile without being told where it came from.
+        """
+        from culturesim.scenarios.cultures import load_cultures
+        from culturesim.store import RunStore
+
+        known = load_cultures(self.culture_dirs)
+        for run_dir in run_dirs:
+            if (run_dir / "culture.jsonl").exists():
+                known.update((c.code, c) for c in RunStore(run_dir).read(Culture))
+        return known
+
+
+def json_safe(data: Any) -> Any:
+    """The data with NaN and infinities as None, since JSON has no such numbers."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: json_safe(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [json_safe(v) for v in data]
+    if hasattr(data, "item") and callable(data.item):  # numpy scalars
+        return json_safe(data.item())
+    return data
+
+
+def write_json_atomic(path: Path, data: Any) -> Path:
+    """Write a derived JSON file whole or not at all (a kill never leaves half a file); NaN is
+    written as null, so every reader can parse it."""
+    return write_text_atomic(path, json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write text to a temporary sibling, flush it to disk, then rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(path.name + ".tmp")
+    with staging.open("w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(staging, path)
+    return path

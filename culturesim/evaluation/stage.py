@@ -1,0 +1,240 @@
+"""The evaluate stage: models (or adapters) on the survey per culture, plus the guard.
+
+`EvaluateSection` is the stage's only schema for `culturesim evaluate wvs` and the run config's
+`evaluate:`. In the loop the variants are the base model before and, when the train stage left
+an adapter, after fine-tuning; on the command line they are the `--model`/`--adapter` pairs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from culturesim.context import RunContext, StageFailed, StageResult, StageSection, write_json_atomic
+from culturesim.evaluation.administer import DEFAULT_ANSWER_PREFIX
+
+STYLES = ("unaware", "aware", "cross_culture")
+
+
+class EvaluateSection(StageSection):
+    """Which survey, cultures, prompt styles and answering mode; whether to run the guard."""
+
+    resource_fields: ClassVar[frozenset[str]] = frozenset({"batch_size"})
+
+    survey_dir: str | None = Field(
+        default=None, description="WVS folder; without it only the sanity set is scored"
+    )
+    cultures: str = Field(default="all", description="codes, comma-separated, or 'all'")
+    styles: str = Field(default="unaware,aware", description="unaware, aware, cross_culture")
+    limit: int | None = Field(default=None, ge=1, description="only the first N questions")
+    mode: Literal["logprob", "sample"] = "logprob"
+    samples: int = Field(default=1, ge=1, description="samples per prompt in sample mode")
+    answer_prefix: str = Field(
+        default=DEFAULT_ANSWER_PREFIX,
+        description="assistant prefill before the label in logprob mode ('' for none)",
+    )
+    batch_size: int = Field(default=64, ge=1)
+    guard: bool = Field(default=True, description="also run the general-ability sanity set")
+
+    @field_validator("styles")
+    @classmethod
+    def _known_styles(cls, value: str) -> str:
+        bad = [s for s in _split(value) if s not in STYLES]
+        if bad:
+            raise ValueError(f"unknown style(s) {', '.join(bad)}; use {', '.join(STYLES)}")
+        return value
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One model to evaluate: a name for tables, a spec and an optional adapter."""
+
+    name: str
+    spec: str
+    adapter: Path | None = None
+
+
+def _split(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def trained_adapter(ctx: RunContext) -> Path | None:
+    adapter = ctx.layout.train / "adapter"
+    return adapter if (adapter / "adapter_config.json").exists() else None
+
+
+def loop_variants(ctx: RunContext) -> list[Variant]:
+    """The base model before and, when the loop trained an adapter, after fine-tuning."""
+    variants = [Variant("before", ctx.roles.base)]
+    adapter = trained_adapter(ctx)
+    if adapter is not None:
+        variants.append(Variant("after", ctx.roles.base, adapter))
+    return variants
+
+
+def run(
+    section: EvaluateSection, ctx: RunContext, variants: Sequence[Variant] | None = None
+) -> StageResult:
+    """Score every variant on the survey (when a survey is set) and on the guard."""
+    chosen = list(variants) if variants is not None else loop_variants(ctx)
+    counts: dict[str, Any] = {}
+    written: list[Path] = []
+    if section.survey_dir is not None:
+        survey_counts, files = evaluate_survey(section, ctx, chosen)
+        counts.update(survey_counts)
+        written += files
+    if section.guard:
+        rows = guard_rows(ctx, chosen)
+        written.append(write_json_atomic(ctx.layout.evaluate / "guard.json", rows))
+        counts["guard"] = {row["variant"]: row["accuracy"] for row in rows}
+    return StageResult(counts=counts, written=tuple(written))
+
+
+def guard_rows(ctx: RunContext, variants: Sequence[Variant]) -> list[dict[str, Any]]:
+    from culturesim.evaluation.guard import guard_accuracy, load_benchmark
+
+    items = load_benchmark()
+    rows = []
+    for variant in variants:
+        result = guard_accuracy(ctx.models.get(variant.spec, variant.adapter), items)
+        rows.append(
+            {
+                "variant": variant.name,
+                "model": result.model,
+                "items": result.items,
+                "correct": result.correct,
+                "accuracy": round(result.accuracy, 4),
+            }
+        )
+    return rows
+
+
+def evaluate_survey(
+    section: EvaluateSection, ctx: RunContext, variants: Sequence[Variant]
+) -> tuple[dict[str, Any], list[Path]]:
+    from culturesim.evaluation.administer import SurveyPrompter
+    from culturesim.evaluation.answering import run_items
+    from culturesim.evaluation.scoring import reference_rows, score_run
+    from culturesim.evaluation.survey import SurveyFileError, load_survey_dir
+    from culturesim.evaluation.tables import write_outputs
+    from culturesim.scenarios.cultures import resolve_cultures
+    from culturesim.store import RunStore
+
+    assert section.survey_dir is not None
+    survey_dir = Path(section.survey_dir)
+    if not survey_dir.is_dir():
+        raise StageFailed(
+            f"evaluate: survey_dir {survey_dir} does not exist; point survey_dir at the WVS "
+            "folder, or remove it to score the sanity set only"
+        )
+    out = ctx.layout.survey
+    survey = load_survey_dir(survey_dir)
+    known = ctx.cultures()
+    codes = survey.countries if section.cultures == "all" else _split(section.cultures)
+    missing = [c for c in codes if c not in survey.shares]
+    if missing:
+        raise SurveyFileError(f"no survey data for {', '.join(missing)} in {survey_dir}")
+    resolve_cultures(codes, known)
+    questions = list(survey.questions.values())[: section.limit]
+    survey = survey.subset(q.id for q in questions)
+    store = RunStore.open(
+        out,
+        {
+            "command": "evaluate wvs",
+            "models": [v.spec for v in variants],
+            "adapters": [str(v.adapter) if v.adapter else "none" for v in variants],
+            "cultures": codes,
+            "styles": _split(section.styles),
+            "mode": section.mode,
+            "answer_prefix": section.answer_prefix,
+            "samples": section.samples,
+            "limit": section.limit,
+            "survey_dir": str(survey_dir),
+        },
+        seed=ctx.seed,
+    )
+    items = SurveyPrompter(known, library=ctx.prompts).items(
+        questions, _split(section.styles), codes
+    )
+    all_answers = []
+    timings: dict[str, float] = {}
+    for variant in variants:
+        lm = ctx.models.get(variant.spec, variant.adapter)
+        start = time.perf_counter()
+        all_answers += run_items(
+            lm,
+            items,
+            store=store,
+            mode=section.mode,
+            samples=section.samples,
+            seed=ctx.seed,
+            batch_size=section.batch_size,
+            answer_prefix=section.answer_prefix,
+            show_progress=ctx.show_progress,
+            console=ctx.console,
+        )
+        timings[lm.model_id] = round(time.perf_counter() - start, 1)
+    rows = score_run(survey, all_answers, codes) + reference_rows(survey, codes)
+    maps = culture_maps(survey, all_answers, codes, out)
+    files = write_outputs(
+        rows,
+        out,
+        {
+            "seconds": timings,
+            "questions": len(questions),
+            "variants": [
+                {"name": v.name, "spec": v.spec, "adapter": str(v.adapter or "")} for v in variants
+            ],
+        },
+    )
+    return {"survey_rows": len(rows), "seconds": timings}, [*files, *maps]
+
+
+def culture_maps(
+    survey: Any, answers: Sequence[Any], codes: Sequence[str], out: Path
+) -> list[Path]:
+    """One culture map per model: cultures linked by how alike its aware answers are."""
+    from culturesim.evaluation import metrics
+    from culturesim.evaluation.scoring import answer_distribution
+    from culturesim.evaluation.tables import plot_culture_map
+
+    maps = []
+    for model_id in sorted({a.model for a in answers}):
+        aware = [a for a in answers if a.model == model_id and a.prompt == "aware"]
+        if len({a.culture for a in aware}) < 3:
+            continue
+        dists = {
+            (a.culture, a.question_id): answer_distribution(
+                a, survey.questions[a.question_id.removeprefix("survey:")]
+            )
+            for a in aware
+        }
+        similarity = {
+            c1: {
+                c2: 1.0
+                - float(
+                    np.mean(
+                        [
+                            metrics.js_distance(d, d2)
+                            for (c, q), d in dists.items()
+                            if c == c1 and d is not None and (d2 := dists.get((c2, q))) is not None
+                        ]
+                        or [1.0]
+                    )
+                )
+                for c2 in codes
+                if c2 != c1
+            }
+            for c1 in codes
+        }
+        name = (
+            "culture_map_" + "".join(ch if ch.isalnum() else "_" for ch in model_id)[-60:] + ".png"
+        )
+        maps.append(plot_culture_map(similarity, out / name, title=f"Culture map: {model_id}"))
+    return maps

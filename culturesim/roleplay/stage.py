@@ -1,0 +1,172 @@
+"""The simulate stage: scenarios × cultures → Episode and Dialogue records, resumably.
+
+`SimulateSection` is the stage's only schema: `culturesim simulate` options, a `--config` file
+and the `simulate:` section of a run config all fill it, so every default is written here once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from culturesim.context import RunContext, StageFailed, StageResult, StageSection
+from culturesim.records import Culture, Dialogue, Episode
+
+
+class SimulateSection(StageSection):
+    """Which scenarios, cultures and casts; how agents sample and speak; how much at once."""
+
+    resource_fields: ClassVar[frozenset[str]] = frozenset(
+        {"concurrency", "max_batch_size", "ray_actors"}
+    )
+
+    scenarios: str = Field(
+        default="all", description="ids, tag:NAME or situation:NAME, comma-separated, or 'all'"
+    )
+    cultures: str = Field(default="JPN,MEX", description="codes, comma-separated; JPN+MEX mixes")
+    per_episode: int = Field(default=2, ge=1, description="dialogue samples per episode (CLCA: 2)")
+    episodes_per_scenario: int = Field(default=1, ge=1, description="casts per scenario")
+    temperature: float = Field(default=0.7, ge=0.0)
+    top_p: float = Field(default=0.7, gt=0.0, le=1.0, description="CLCA: 0.7")
+    max_new_tokens: int = Field(default=96, ge=8)
+    action_mode: Literal["structured", "free"] = "structured"
+    allow_leave_after: int = Field(default=2, ge=0, description="turns before 'leave' is allowed")
+    max_turns: int | None = Field(default=None, ge=1, description="cap on every turn limit")
+    intents: bool = Field(default=True, description="label every utterance's intent")
+    concurrency: int = Field(default=32, ge=1, description="conversations in flight")
+    max_batch_size: int = Field(default=32, ge=1)
+    ray_actors: int = Field(default=0, ge=0, description="shard episodes over N Ray actors")
+    scenario_dirs: list[str] = Field(default_factory=list, description="your template folders")
+    culture_dirs: list[str] = Field(default_factory=list, description="your culture folders")
+    variables: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per scenario id: template variables to set"
+    )
+
+
+def plan_episodes(section: SimulateSection, ctx: RunContext) -> list[Episode]:
+    """The episodes the section describes (no model needed): for the plan and the run."""
+    from culturesim.scenarios.episodes import build_episodes, culture_groups
+    from culturesim.scenarios.templates import ScenarioLibrary
+
+    library = ScenarioLibrary(section.scenario_dirs)
+    templates = library.select(section.scenarios)
+    if not templates:
+        raise StageFailed(
+            f"simulate: scenarios {section.scenarios!r} select no template; see "
+            "`culturesim scenarios list`"
+        )
+    known = ctx.cultures()
+    known.update(_user_cultures(section))
+    return build_episodes(
+        library,
+        templates,
+        culture_groups(section.cultures, known),
+        per_scenario=section.episodes_per_scenario,
+        seed=ctx.seed,
+        variables=section.variables,
+    )
+
+
+def _user_cultures(section: SimulateSection) -> dict[str, Culture]:
+    from culturesim.scenarios.cultures import load_cultures
+
+    return load_cultures(section.culture_dirs) if section.culture_dirs else {}
+
+
+def run(section: SimulateSection, ctx: RunContext) -> StageResult:
+    """Simulate every dialogue not yet written; failed ones are listed and the stage goes on."""
+    from culturesim.models.cache import CachedModel
+    from culturesim.models.openai_backend import retry_log_of
+    from culturesim.roleplay.conversation import RolePlaySettings
+    from culturesim.roleplay.simulation import SimulationSettings, Simulator
+    from culturesim.store import RunStore
+
+    out = ctx.layout.simulate
+    spec = ctx.roles.actor
+    episodes = plan_episodes(section, ctx)
+    store = RunStore.open(
+        out, {"command": "simulate", "model": spec, **section.identity()}, seed=ctx.seed
+    )
+    cultures = ctx.cultures(out)
+    cultures.update(_user_cultures(section))
+    # The cultures the episodes use travel with the run, so judge and corpus need no flags.
+    used = {code for e in episodes for code in e.scenario.culture.split("+")}
+    stored = store.done_ids(Culture)
+    store.append_many(
+        [c for code, c in sorted(cultures.items()) if code in used and c.id not in stored]
+    )
+    settings = SimulationSettings(
+        per_episode=section.per_episode,
+        concurrency=section.concurrency,
+        max_batch_size=section.max_batch_size,
+        annotate_intents=section.intents,
+        seed=ctx.seed,
+        roleplay=RolePlaySettings(
+            temperature=section.temperature,
+            top_p=section.top_p,
+            max_new_tokens=section.max_new_tokens,
+            action_mode=section.action_mode,
+            allow_leave_after=section.allow_leave_after,
+            max_turns=section.max_turns,
+        ),
+    )
+    lm = None
+    try:
+        if section.ray_actors:
+            from culturesim.roleplay.ray_shards import simulate_with_ray
+
+            summary = simulate_with_ray(
+                spec,
+                store,
+                episodes,
+                settings,
+                actors=section.ray_actors,
+                retry_failed=ctx.retry_failed,
+            )
+        else:
+            lm = CachedModel(ctx.models.get(spec), out / "cache.sqlite")
+            simulator = Simulator(
+                lm, store, settings, library=ctx.prompts, cultures=cultures, console=ctx.console
+            )
+            summary = simulator.run(
+                episodes, retry_failed=ctx.retry_failed, show_progress=ctx.show_progress
+            )
+    finally:
+        retries = retry_log_of(lm)
+        if retries is not None:  # an openai backend: what its retries went through
+            store.append_json("backend_log", [retries.as_dict()])
+    store.append_json("simulation_log", [summary.as_dict()])
+    report = summary.as_dict()
+    counts = {
+        "episodes": len(episodes),
+        "dialogues": len(store.done_ids(Dialogue)),
+        "written": summary.done,
+        "already_done": summary.skipped,
+        "failed": len(summary.failed),
+        "left_failed": summary.left_failed,
+        "stop_reasons": dict(summary.stop_reasons.most_common()),
+        "tokens_per_second": report["tokens_per_second"],
+    }
+    return StageResult(
+        counts=counts,
+        exit_code=3 if summary.failed else 0,
+        written=(store.path_for("dialogue"),) if summary.done else (),
+    )
+
+
+def dialogue_cultures(ctx: RunContext) -> dict[str, int]:
+    """Dialogues per culture (mixed casts as JPN+MEX), for the plan and the report."""
+    from collections import Counter
+
+    from culturesim.store import RunStore
+
+    store = RunStore(ctx.layout.simulate)
+    episodes = {e.id: e for e in store.read(Episode)}
+    return dict(
+        Counter(
+            episodes[d.episode_id].scenario.culture
+            for d in store.read(Dialogue)
+            if d.episode_id in episodes
+        )
+    )

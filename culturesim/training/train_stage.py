@@ -1,0 +1,93 @@
+"""The train stage: LoRA SFT or DPO on a corpus set, culture-joint or one adapter per culture.
+
+`TrainSection` is the stage's only schema for `culturesim train` and the run config's `train:`.
+Unset hyper-parameters come from the preset (`training/presets.py`), which is where their
+defaults are written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from culturesim.context import RunContext, StageFailed, StageResult, StageSection
+from culturesim.store import read_jsonl
+
+
+class TrainSection(StageSection):
+    """Which corpus set, which method and preset, and the overrides of the preset's values."""
+
+    set: str = Field(default="clca", description="the corpus set to train on (a folder name)")
+    method: Literal["sft", "dpo"] = "sft"
+    preset: Literal["default", "culturespa", "clca"] = "default"
+    per_culture: bool = Field(default=False, description="one adapter per culture")
+    max_steps: int | None = Field(default=None, ge=1, description="stop after N steps")
+    epochs: float | None = Field(default=None, gt=0)
+    learning_rate: float | None = Field(default=None, gt=0)
+    lora_r: int | None = Field(default=None, ge=1)
+    batch_size: int | None = Field(default=None, ge=1, description="per-device batch size")
+    effective_batch_size: int | None = Field(default=None, ge=1)
+    max_length: int | None = Field(default=None, ge=16)
+    packing: bool | None = None
+    qlora: bool = Field(default=False, description="4-bit QLoRA (CUDA + bitsandbytes)")
+
+
+def run(section: TrainSection, ctx: RunContext) -> StageResult:
+    from culturesim.training.presets import make_config
+    from culturesim.training.trainer import cultures_in, train_adapter
+
+    set_dir = ctx.layout.corpus / section.set
+    rows = len(read_jsonl(set_dir / "train.jsonl"))
+    if rows == 0:
+        raise StageFailed(
+            f"train: the corpus set {section.set!r} has no training rows ({set_dir}); "
+            "check the judge's yield in the corpus card, or train on another set"
+        )
+    config = make_config(
+        section.preset,
+        method=section.method,
+        max_steps=section.max_steps,
+        epochs=section.epochs,
+        learning_rate=section.learning_rate,
+        lora_r=section.lora_r,
+        per_device_batch_size=section.batch_size,
+        effective_batch_size=section.effective_batch_size,
+        max_length=section.max_length,
+        packing=section.packing,
+        qlora=section.qlora,
+        seed=ctx.seed,
+    )
+    out = ctx.layout.train
+    cultures: list[str | None] = list(cultures_in(set_dir)) if section.per_culture else [None]
+    adapters = {}
+    for culture in cultures:
+        target = out / culture if culture else out
+        result = train_adapter(
+            ctx.roles.base,
+            set_dir,
+            target,
+            config,
+            culture=culture,
+            show_progress=ctx.show_progress,
+        )
+        adapters[culture or "all"] = {
+            "adapter": str(result.adapter),
+            "steps": result.steps,
+            "train_loss": round(result.train_loss, 4),
+            "eval_loss": None if result.eval_loss is None else round(result.eval_loss, 4),
+            "tokens_per_second": round(result.tokens_per_second),
+            "seconds": round(result.seconds),
+        }
+    losses = [row for row in read_jsonl(out / "metrics.jsonl") if "loss" in row]
+    return StageResult(
+        counts={
+            "rows": rows,
+            "steps": losses[-1]["step"] if losses else 0,
+            "first_loss": losses[0]["loss"] if losses else None,
+            "last_loss": losses[-1]["loss"] if losses else None,
+            "adapters": adapters,
+        },
+        written=tuple(Path(str(a["adapter"])) for a in adapters.values()),
+    )
