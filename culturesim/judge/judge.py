@@ -22,6 +22,7 @@ from typing import Any
 from culturesim.jsonish import first_json_object
 from culturesim.judge.rubrics import CONFIDENCES, Rubric
 from culturesim.models.base import Chat, GenerationParams, LanguageModel
+from culturesim.models.corrections import generate_until_valid
 from culturesim.prompt_library import PromptLibrary
 from culturesim.records import (
     Answer,
@@ -188,44 +189,32 @@ class Judge:
         ]
         if self.mode == "score":
             return self._score(requests, chats)
-        results: list[list[Label] | None] = [None] * len(requests)
-        problems = [""] * len(requests)
-        pending = list(range(len(requests)))
-        for attempt in range(self.max_attempts):
-            if not pending:
-                break
-            replies = self.model.generate(
-                [chats[i] for i in pending],
-                [
-                    GenerationParams(
-                        self.max_new_tokens,
-                        temperature=0.0,
-                        seed=derive_seed(self.seed, requests[i].target_id, attempt),
-                    )
-                    for i in pending
-                ],
+
+        def generate(pending: Sequence[Chat], indices: Sequence[int], attempt: int) -> list[str]:
+            params = [
+                GenerationParams(
+                    self.max_new_tokens,
+                    temperature=0.0,
+                    seed=derive_seed(self.seed, requests[i].target_id, attempt),
+                )
+                for i in indices
+            ]
+            return [reply.text for reply in self.model.generate(pending, params)]
+
+        def parse(i: int, text: str) -> list[Label]:
+            requests[i].attempts.append(text)
+            return parse_verdict(text, requests[i].rubric)
+
+        def correction(i: int, problem: str) -> str:
+            return self.library.render(
+                "judge/correction.jinja2", rubric=requests[i].rubric, problem=problem
             )
-            still = []
-            for i, reply in zip(pending, replies, strict=True):
-                requests[i].attempts.append(reply.text)
-                try:
-                    results[i] = parse_verdict(reply.text, requests[i].rubric)
-                except UnreadableVerdict as problem:
-                    problems[i] = str(problem)
-                    chats[i] = [
-                        *chats[i],
-                        {"role": "assistant", "content": reply.text},
-                        {
-                            "role": "user",
-                            "content": self.library.render(
-                                "judge/correction.jinja2",
-                                rubric=requests[i].rubric,
-                                problem=str(problem),
-                            ),
-                        },
-                    ]
-                    still.append(i)
-            pending = still
+
+        outcomes = generate_until_valid(
+            chats, generate, parse, correction, max_attempts=self.max_attempts
+        )
+        results = [o.result for o in outcomes]
+        problems = [o.last_problem for o in outcomes]
         verdicts = []
         for request, labels, last_problem in zip(requests, results, problems, strict=True):
             verdicts.append(

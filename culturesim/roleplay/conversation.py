@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 from typing import Any
@@ -32,10 +33,11 @@ from autogen.io.base import IOStream
 
 from culturesim.models.base import Chat
 from culturesim.models.batcher import Batcher
+from culturesim.models.corrections import generate_until_valid
 from culturesim.prompt_library import PromptLibrary
 from culturesim.records import Episode, Persona, Turn, derive_seed
 from culturesim.roleplay.autogen_client import bound_client, llm_config
-from culturesim.roleplay.protocol import MalformedTurn, parse_turn
+from culturesim.roleplay.protocol import parse_turn
 from culturesim.scenarios.cultures import load_cultures
 from culturesim.scenarios.graphs import graph_from_edges
 from culturesim.scenarios.templates import _culture_view
@@ -195,23 +197,21 @@ class Conversation:
         index = len(self.state.turns)
         history = [{"role": "system", "content": agent.system_message}, *messages]
         ask = {"role": "user", "content": self.library.render("roleplay/turn.jinja2", me=me)}
-        attempt_messages = [*history, ask]
-        raw = ""
-        problem = ""
-        for attempt in range(2):
+
+        def generate(pending: Sequence[Chat], indices: Sequence[int], attempt: int) -> list[str]:
+            messages = list(pending[0])
             turn_seed = derive_seed(self.seed, index, attempt)
             prefill = self.settings.prefill
             stop: tuple[str, ...] = ()
             if self.settings.action_mode == "structured":
-                action = self._choose_action(attempt_messages, turn_seed)
+                action = self._choose_action(list(map(dict, messages)), turn_seed)
                 # Speech opens a quotation, so the model speaks in character, not about itself.
                 prefill = f"ACTION: {action}\nOUTPUT:" + (' "' if action == "speak" else "")
                 stop = ("\n", '"') if action == "speak" else ("\n",)
-            prompt = list(attempt_messages)
             if prefill:
-                prompt.append({"role": "assistant", "content": prefill})
+                messages.append({"role": "assistant", "content": prefill})
             response = agent.client.create(  # type: ignore[union-attr]
-                messages=prompt,
+                messages=messages,
                 seed=turn_seed,
                 temperature=self.settings.temperature,
                 top_p=self.settings.top_p,
@@ -220,40 +220,35 @@ class Conversation:
                 cache=None,
             )
             text = agent.client.extract_text_or_completion_object(response)[0]  # type: ignore[union-attr]
-            raw = prefill + str(text)
-            try:
-                parsed = parse_turn(raw, (me.name,))
-            except MalformedTurn as error:
-                problem = str(error)
-                self.state.retries += attempt == 0
-                attempt_messages = [
-                    *attempt_messages,
-                    {"role": "assistant", "content": raw},
-                    {
-                        "role": "user",
-                        "content": self.library.render(
-                            "roleplay/correction.jinja2", me=me, problem=problem
-                        ),
-                    },
-                ]
-                continue
-            self.state.turns.append(
-                Turn(
-                    index=index,
-                    speaker=role,
-                    action=parsed.action,
-                    utterance=parsed.utterance,
-                    raw=raw,
-                )
-            )
-            if parsed.action == "leave":
-                self.state.left.add(role)
-            return self.view(me, parsed.action, parsed.utterance)
-        self.state.turns.append(
-            Turn(index=index, speaker=role, action="none", malformed=True, raw=raw)
+            return [prefill + str(text)]
+
+        def correction(i: int, problem: str) -> str:
+            return self.library.render("roleplay/correction.jinja2", me=me, problem=problem)
+
+        (outcome,) = generate_until_valid(
+            [[*history, ask]],  # type: ignore[list-item]
+            generate,
+            lambda i, raw: parse_turn(raw, (me.name,)),
+            correction,
+            max_attempts=2,
         )
-        self.state.stop_reason = "malformed"
-        return f"{me.name} does nothing. ({problem})"
+        self.state.retries += len(outcome.replies) > 1
+        raw = outcome.replies[-1]
+        parsed = outcome.result
+        if parsed is None:
+            self.state.turns.append(
+                Turn(index=index, speaker=role, action="none", malformed=True, raw=raw)
+            )
+            self.state.stop_reason = "malformed"
+            return f"{me.name} does nothing. ({outcome.last_problem})"
+        self.state.turns.append(
+            Turn(
+                index=index, speaker=role, action=parsed.action, utterance=parsed.utterance, raw=raw
+            )
+        )
+        if parsed.action == "leave":
+            self.state.left.add(role)
+        return self.view(me, parsed.action, parsed.utterance)
 
     def _choose_action(self, messages: list[dict[str, Any]], seed: int) -> str:
         """Structured mode: the action is drawn from the model's own probabilities of the labels.

@@ -21,8 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from culturesim.jsonish import first_json_object
 from culturesim.models.base import Chat, GenerationParams, LanguageModel
+from culturesim.models.corrections import generate_until_valid
 from culturesim.prompt_library import PromptLibrary
-from culturesim.records import Culture, Persona, Scenario, stable_hash
+from culturesim.records import Culture, Persona, Scenario, derive_seed
 from culturesim.scenarios.personas import PersonaSampler
 from culturesim.scenarios.templates import SUFFIX, ScenarioTemplate
 
@@ -143,53 +144,39 @@ class CultureAdapter:
                 roles=template.roles,
             )
             chats.append([{"role": "user", "content": user}])
-        pending = list(range(len(requests)))
-        for attempt in range(self.max_attempts):
-            if not pending:
-                break
-            prompts: list[Chat] = []
-            for i in pending:
-                chat = list(chats[i])
-                if self.prefill:
-                    chat.append({"role": "assistant", "content": self.prefill})
-                prompts.append(chat)
+
+        def generate(pending: Sequence[Chat], indices: Sequence[int], attempt: int) -> list[str]:
+            prefill: Chat = [{"role": "assistant", "content": self.prefill}] if self.prefill else []
+            prompts: list[Chat] = [[*chat, *prefill] for chat in pending]
             params = [
                 GenerationParams(
                     self.max_new_tokens,
                     self.temperature,
                     self.top_p,
-                    seed=int(
-                        stable_hash(
-                            [self.seed, requests[i][0].id, requests[i][3].code, attempt], 8
-                        ),
-                        16,
-                    ),
+                    seed=derive_seed(self.seed, requests[i][0].id, requests[i][3].code, attempt),
                 )
-                for i in pending
+                for i in indices
             ]
-            replies = self.model.generate(prompts, params)
-            still = []
-            for i, reply in zip(pending, replies, strict=True):
-                text = self.prefill + reply.text
-                outcomes[i].replies.append(text)
-                try:
-                    outcomes[i].result = parse_adapted(text, requests[i][0].roles)
-                except ValueError as problem:
-                    outcomes[i].problems.append(str(problem))
-                    chats[i] = [
-                        *chats[i],
-                        {"role": "assistant", "content": text},
-                        {
-                            "role": "user",
-                            "content": self.library.render(
-                                "scenarios/adapt_correction.jinja2",
-                                problem=str(problem),
-                                roles=requests[i][0].roles,
-                            ),
-                        },
-                    ]
-                    still.append(i)
-            pending = still
+            return [self.prefill + r.text for r in self.model.generate(prompts, params)]
+
+        def correction(i: int, problem: str) -> str:
+            return self.library.render(
+                "scenarios/adapt_correction.jinja2", problem=problem, roles=requests[i][0].roles
+            )
+
+        attempts = generate_until_valid(
+            chats,
+            generate,
+            lambda i, text: parse_adapted(text, requests[i][0].roles),
+            correction,
+            max_attempts=self.max_attempts,
+        )
+        for outcome, tried in zip(outcomes, attempts, strict=True):
+            outcome.result, outcome.problems, outcome.replies = (
+                tried.result,
+                tried.problems,
+                tried.replies,
+            )
         return outcomes
 
 
