@@ -16,6 +16,7 @@ from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, TemplateSyn
 from jinja2.sandbox import SandboxedEnvironment
 
 from culturesim.paths import package_data
+from culturesim.records import Dialogue, Episode, Turn
 
 
 class TemplateProblem(ValueError):
@@ -48,6 +49,24 @@ class PromptLibrary:
                 f"{where}: {error}. Pass the variable, or guard it with "
                 "`{% if x is defined %}` in the template."
             ) from error
+
+
+def render_turn(library: PromptLibrary, speaker_name: str, turn: Turn) -> str:
+    """One turn through the one transcript template (`transcript/turn.jinja2`)."""
+    return library.render(
+        "transcript/turn.jinja2",
+        speaker_name=speaker_name,
+        action=turn.action,
+        utterance=turn.utterance,
+        malformed=turn.malformed,
+    )
+
+
+def transcript_lines(library: PromptLibrary, dialogue: Dialogue, episode: Episode) -> list[str]:
+    """The whole dialogue, a line per turn, with each speaker's persona name."""
+    roles = episode.scenario.roles
+    names = {r.name: p.name for r, p in zip(roles, episode.personas, strict=True)}
+    return [render_turn(library, names.get(t.speaker, t.speaker), t) for t in dialogue.turns]
 
 
 def _template_location(error: BaseException, fallback: str) -> str:

@@ -23,7 +23,7 @@ from culturesim.jsonish import first_json_object
 from culturesim.judge.rubrics import CONFIDENCES, Rubric
 from culturesim.models.base import Chat, GenerationParams, LanguageModel
 from culturesim.models.corrections import generate_until_valid
-from culturesim.prompt_library import PromptLibrary
+from culturesim.prompt_library import PromptLibrary, transcript_lines
 from culturesim.records import (
     Answer,
     Culture,
@@ -139,9 +139,10 @@ class Judge:
                     if dimension.labels is not None
                     else [str(v) for v in range(dimension.scale[0], dimension.scale[1] + 1)]  # type: ignore[index]
                 )
-                prompts.append(
-                    [*chats[i], {"role": "assistant", "content": f"{dimension.name.upper()}:"}]
+                prefill = self.library.render(
+                    "judge/label_prefill.jinja2", dimension=dimension.name
                 )
+                prompts.append([*chats[i], {"role": "assistant", "content": prefill}])
                 candidates.append([f" {label}" for label in labels])
                 slots.append((i, d))
         scores = self.model.score(prompts, candidates)
@@ -233,26 +234,13 @@ class Judge:
 # --------------------------------------------------------------------------- contexts
 
 
-def transcript_lines(dialogue: Dialogue, episode: Episode) -> list[str]:
-    names = {r.name: p.name for r, p in zip(episode.scenario.roles, episode.personas, strict=True)}
-    lines = []
-    for turn in dialogue.turns:
-        name = names.get(turn.speaker, turn.speaker)
-        if turn.malformed:
-            lines.append(f"{name}: (unreadable turn)")
-        elif turn.action == "speak":
-            lines.append(f'{name}: "{turn.utterance}"')
-        elif turn.action == "non-verbal":
-            lines.append(f"{name} [non-verbal]: {turn.utterance}")
-        elif turn.action == "leave":
-            lines.append(f"{name} leaves." + (f" ({turn.utterance})" if turn.utterance else ""))
-        else:
-            lines.append(f"{name} does nothing.")
-    return lines
-
-
 def dialogue_context(
-    dialogue: Dialogue, episode: Episode, cultures: dict[str, Culture], *, swapped: bool = False
+    dialogue: Dialogue,
+    episode: Episode,
+    cultures: dict[str, Culture],
+    library: PromptLibrary,
+    *,
+    swapped: bool = False,
 ) -> dict[str, Any]:
     participants = [
         {
@@ -271,7 +259,7 @@ def dialogue_context(
     return {
         "scenario": episode.scenario,
         "participants": participants,
-        "transcript": transcript_lines(dialogue, episode),
+        "transcript": transcript_lines(library, dialogue, episode),
     }
 
 
@@ -287,7 +275,7 @@ def judge_dialogues(
     """CLCA's three calls per dialogue: quality and cultural adherence, then the meta-judge."""
     swapped = variant == "swapped"
     contexts = {
-        d.id: dialogue_context(d, episodes[d.episode_id], cultures, swapped=swapped)
+        d.id: dialogue_context(d, episodes[d.episode_id], cultures, judge.library, swapped=swapped)
         for d in dialogues
     }
     first = judge.run(
@@ -334,7 +322,11 @@ def judge_instances(
                 rubric,
                 {
                     "question": question,
-                    "answer": f"{best + 1}. {question.options[best]}",
+                    "answer": judge.library.render(
+                        "judge/instance_answer.jinja2",
+                        number=best + 1,
+                        option=question.options[best],
+                    ),
                     "culture": cultures[instance.culture],
                 },
             )

@@ -253,7 +253,12 @@ class QuestionGenerator:
             [[*chat, {"role": "assistant", "content": JSON_PREFILL}] for chat in base],
             [params(seed, ('"',), self.max_new_tokens // 2) for _, seed in requests],
         )
-        heads = [f'{JSON_PREFILL}{q.text.strip()}", "Options": ["' for q in questions]
+        heads = [
+            self.library.render(
+                "prober/options_prefill.jinja2", prefill=JSON_PREFILL, question=q.text.strip()
+            )
+            for q in questions
+        ]
         options = self.model.generate(
             [
                 [*chat, {"role": "assistant", "content": head}]

@@ -162,10 +162,11 @@ class Conversation:
 
     def view(self, persona: Persona, action: str, utterance: str) -> str:
         return self.library.render(
-            "roleplay/turn_view.jinja2",
+            "transcript/turn.jinja2",
             speaker_name=persona.name,
             action=action,
             utterance=utterance,
+            malformed=False,
         )
 
     # ------------------------------------------------------------------ agents
@@ -206,7 +207,7 @@ class Conversation:
             if self.settings.action_mode == "structured":
                 action = self._choose_action(list(map(dict, messages)), turn_seed)
                 # Speech opens a quotation, so the model speaks in character, not about itself.
-                prefill = f"ACTION: {action}\nOUTPUT:" + (' "' if action == "speak" else "")
+                prefill = self.library.render("roleplay/action_prefill.jinja2", action=action)
                 stop = ("\n", '"') if action == "speak" else ("\n",)
             if prefill:
                 messages.append({"role": "assistant", "content": prefill})
@@ -240,7 +241,13 @@ class Conversation:
                 Turn(index=index, speaker=role, action="none", malformed=True, raw=raw)
             )
             self.state.stop_reason = "malformed"
-            return f"{me.name} does nothing. ({outcome.last_problem})"
+            return self.library.render(
+                "transcript/turn.jinja2",
+                speaker_name=me.name,
+                action="none",
+                utterance="",
+                malformed=True,
+            )
         self.state.turns.append(
             Turn(
                 index=index, speaker=role, action=parsed.action, utterance=parsed.utterance, raw=raw

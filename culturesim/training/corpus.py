@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 
 from culturesim.evaluation.administer import SurveyPrompter
-from culturesim.judge.judge import transcript_lines
 from culturesim.models.base import Chat
 from culturesim.models.embeddings import (
     CORPUS_DEDUP_THRESHOLD,
@@ -39,7 +38,7 @@ from culturesim.models.embeddings import (
     normalise_text,
 )
 from culturesim.prober.instances import as_survey_question
-from culturesim.prompt_library import PromptLibrary
+from culturesim.prompt_library import PromptLibrary, render_turn, transcript_lines
 from culturesim.records import Answer, Culture, Dialogue, Episode, Instance, Question, stable_hash
 from culturesim.scenarios.templates import _culture_view
 
@@ -145,24 +144,20 @@ def dialogue_views(
             include_secret=settings.include_secret,
             include_cues=settings.include_cues,
         )
+        # The scene and every turn read exactly as the agents saw them during role-play.
+        opening = library.render("roleplay/opening.jinja2", scenario=scenario)
         chat: Chat = [
             {"role": "system", "content": system},
-            {"role": "user", "content": f"[Scene] {scenario.setting}"},
+            {"role": "user", "content": opening},
         ]
         acted = False
         for turn in dialogue.turns:
             if turn.malformed:
                 continue
-            if turn.speaker == role.name:
-                acted = acted or turn.action in ("speak", "non-verbal")
-                chat.append(
-                    {"role": "assistant", "content": _own_turn(turn.action, turn.utterance)}
-                )
-            else:
-                name = people[turn.speaker].name
-                chat.append(
-                    {"role": "user", "content": _their_turn(name, turn.action, turn.utterance)}
-                )
+            line = render_turn(library, people[turn.speaker].name, turn)
+            mine = turn.speaker == role.name
+            acted = acted or (mine and turn.action in ("speak", "non-verbal"))
+            chat.append({"role": "assistant" if mine else "user", "content": line})
         chat = _merge(chat)
         while chat and chat[-1]["role"] != "assistant":
             chat.pop()
@@ -171,26 +166,6 @@ def dialogue_views(
                 Row("clca", role.culture, "clca_dialogue", [dialogue.id, episode.id, me.id], chat)
             )
     return rows
-
-
-def _own_turn(action: str, utterance: str) -> str:
-    if action == "speak":
-        return utterance
-    if action == "non-verbal":
-        return f"*{utterance}*"
-    if action == "leave":
-        return f"*leaves*{' ' + utterance if utterance else ''}"
-    return "*says nothing*"
-
-
-def _their_turn(name: str, action: str, utterance: str) -> str:
-    if action == "speak":
-        return f"{name}: {utterance}"
-    if action == "non-verbal":
-        return f"{name}: *{utterance}*"
-    if action == "leave":
-        return f"{name} leaves."
-    return f"{name} says nothing."
 
 
 def intent_view(
@@ -205,12 +180,14 @@ def intent_view(
         "corpus/intent_user.jinja2",
         culture=_culture_view(host),
         scenario=episode.scenario,
-        transcript=transcript_lines(dialogue, episode),
+        transcript=transcript_lines(library, dialogue, episode),
     )
-    answer = "\n".join(
-        f"{names[t.speaker]}: {t.intent}"
-        + (f" (expectation: {t.cultural_expectation})" if t.cultural_expectation else "")
-        for t in labelled
+    answer = library.render(
+        "corpus/intent_answer.jinja2",
+        turns=[
+            {"name": names[t.speaker], "intent": t.intent, "expectation": t.cultural_expectation}
+            for t in labelled
+        ],
     )
     chat: Chat = [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
     return Row("clca", host.code, "clca_intent", [dialogue.id, episode.id], chat)
