@@ -35,9 +35,37 @@ def read_yaml_mapping(path: Path, error: type[Exception], fields: str) -> dict[s
 
 
 def load_yaml_model(path: Path, model: type[M], error: type[Exception], fields: str) -> M:
-    """`path` parsed as YAML and validated as `model`; failures raise `error` naming the file."""
+    """`path` parsed as YAML and validated as `model`; failures raise `error` naming the file
+    and the line of the first field at fault (`file:line: field 'x': ...`)."""
     data = read_yaml_mapping(path, error, fields)
     try:
         return model.model_validate(data)
     except ValidationError as problem:
-        raise error(f"{path}: {validation_problems(problem)}") from problem
+        first = problem.errors()[0]["loc"]
+        line = field_line(path.read_text(encoding="utf-8"), first)
+        where = f"{path}:{line}" if line else str(path)
+        raise error(f"{where}: {validation_problems(problem)}") from problem
+
+
+def field_line(text: str, loc: tuple[int | str, ...]) -> int | None:
+    """The 1-based line where the field at `loc` (or its nearest present parent) is written."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((kv for kv in node.value if kv[0].value == str(part)), None)
+            if match is None:
+                break
+            line = match[0].start_mark.line + 1
+            node = match[1]
+        elif (
+            isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value)
+        ):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from culturesim import __version__
 from culturesim.cli.corpus import corpus
+from culturesim.cli.cultures import cultures_app
 from culturesim.cli.evaluate import evaluate_app
 from culturesim.cli.judge import judge
 from culturesim.cli.probe import probe
@@ -33,6 +34,7 @@ models_app = typer.Typer(help="Language model backends.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(scenarios_app, name="scenarios")
+app.add_typer(cultures_app, name="cultures")
 app.add_typer(runs_app, name="runs")
 app.command("probe")(probe)
 app.command("simulate")(simulate)

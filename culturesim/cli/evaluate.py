@@ -31,11 +31,25 @@ def score_command(
     country: Annotated[
         str | None, typer.Option(help="Country code (taken from file names when omitted).")
     ] = None,
+    rule: Annotated[
+        str,
+        typer.Option(
+            help="published (CultureSPA's script exactly: gold = the first code the shares file "
+            "lists, so ties follow file order; every row counts) or argmax (lowest code on a "
+            "tie, one answer per question, independent of the file's key order)."
+        ),
+    ] = "published",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Re-score existing answer files with the published CultureSPA metric."""
+    from culturesim.evaluation.published import RULES, listed_majority
+
+    chosen = next((r for r in RULES if r == rule), None)
+    if chosen is None:
+        raise fail(f"--rule {rule!r}: use one of {', '.join(RULES)}")
     try:
         data = load_culturespa(questions, survey)
+        listed = listed_majority(survey) if chosen == "published" else {}
         files = sorted(answers.glob("*.json")) if answers.is_dir() else [answers]
         if not files:
             raise SurveyFileError(f"{answers}: no .json answer files")
@@ -46,12 +60,13 @@ def score_command(
                 raise SurveyFileError(f"{path}: no country code in the file name; pass --country")
             if code not in data.shares:
                 raise SurveyFileError(f"{code}: not in {survey} (has {', '.join(data.countries)})")
-            rows.append(score_answer_file(path, data, code))
+            rows.append(score_answer_file(path, data, code, rule=chosen, gold=listed.get(code, {})))
     except SurveyFileError as error:
         raise fail(str(error)) from error
-    average = round(float(np.mean([float(r["culturespa"]) for r in rows])), 2)
+    # Averaged unrounded, as the published script does (a mean of rounded scores can be 0.01 off).
+    average = round(float(np.mean([float(r["culturespa_unrounded"]) for r in rows])), 2)
     if as_json:
-        typer.echo(json.dumps({"rows": rows, "average": average}, indent=2))
+        typer.echo(json.dumps({"rule": chosen, "rows": rows, "average": average}, indent=2))
         return
     from rich.table import Table
 
@@ -67,7 +82,7 @@ def score_command(
             f"{ci[0]:.1f}–{ci[1]:.1f}",
         )
     console.print(table)
-    console.print(f"average over {len(rows)} file(s): [bold]{average:.2f}[/]")
+    console.print(f"average over {len(rows)} file(s), rule {chosen}: [bold]{average:.2f}[/]")
 
 
 # --------------------------------------------------------------------------- wvs

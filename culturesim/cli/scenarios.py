@@ -8,27 +8,37 @@ from typing import Annotated, Any
 
 import typer
 import yaml
-from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from culturesim.cli.common import model_factory
+from culturesim.cli.common import console, door, fail, model_factory
 
-console = Console()
-errors = Console(stderr=True)
-scenarios_app = typer.Typer(help="Author, check, render and adapt scenario templates.")
+scenarios_app = typer.Typer(
+    help="Author, check, list, render, adapt, generate, import and export scenario templates.",
+    no_args_is_help=True,
+)
+import_app = typer.Typer(help="Read scenarios written for other tools.", no_args_is_help=True)
+export_app = typer.Typer(help="Write scenarios for other tools.", no_args_is_help=True)
+scenarios_app.add_typer(import_app, name="import")
+scenarios_app.add_typer(export_app, name="export")
 
 DirsOption = Annotated[
     list[Path] | None,
-    typer.Option("--dir", "-d", help="A folder of your templates (repeatable); overrides by id."),
+    typer.Option(
+        "--scenario-dir",
+        "--dir",
+        "-d",
+        help="A folder of your templates (repeatable); a template overrides a built-in by id.",
+    ),
 ]
 CultureDirsOption = Annotated[
-    list[Path] | None, typer.Option("--culture-dir", help="A folder of extra culture files.")
+    list[Path] | None,
+    typer.Option("--culture-dir", help="A folder of your culture files (repeatable)."),
 ]
 
 
 def _fail(error: Exception) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {error}")
-    return typer.Exit(code=1)
+    return fail(str(error))
 
 
 def _parse_vars(pairs: list[str]) -> dict[str, Any]:
@@ -42,63 +52,106 @@ def _parse_vars(pairs: list[str]) -> dict[str, Any]:
 
 
 @scenarios_app.command("list")
-def list_scenarios(dirs: DirsOption = None) -> None:
-    """The templates found in the built-in library and your folders."""
-    from culturesim.scenarios.templates import ScenarioError, ScenarioLibrary
+def list_scenarios(
+    dirs: DirsOption = None,
+    select: Annotated[
+        str, typer.Option("--scenarios", help="ids, tag:NAME, situation:NAME, or 'all'.")
+    ] = "all",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The templates in the built-in library and your folders (id, title, situation, ...)."""
+    from culturesim.scenarios.templates import ScenarioLibrary
 
-    try:
-        library = ScenarioLibrary(dirs or [])
-    except ScenarioError as error:
-        raise _fail(error) from error
-    table = Table()
-    width = max((len(i) for i in library.templates), default=2)
+    with door():
+        templates = ScenarioLibrary(dirs or []).select(select)
+    rows: list[dict[str, Any]] = [
+        {
+            "id": t.id,
+            "title": t.title,
+            "situation": t.situation,
+            "participants": len(t.participants),
+            "roles": t.roles,
+            "cultures": "all" if t.cultures == "all" else list(t.cultures),
+            "tags": list(t.tags),
+            "file": t.path,
+        }
+        for t in templates
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, ensure_ascii=False, indent=1))
+        return
+    table = Table(title=f"{len(rows)} scenarios")
+    width = max((len(r["id"]) for r in rows), default=2)
     table.add_column("id", min_width=width, no_wrap=True)
-    for column in ("title", "roles", "situation", "cultures", "tags", "file"):
+    for column in ("title", "situation", "roles", "cultures", "tags", "file"):
         table.add_column(column)
-    for template_id in sorted(library.templates):
-        t = library.templates[template_id]
+    for r in rows:
         table.add_row(
-            t.id,
-            t.title,
-            ", ".join(t.roles),
-            t.situation,
-            "all" if t.cultures == "all" else ",".join(t.cultures),
-            ", ".join(t.tags),
-            Path(t.path).name,
+            r["id"],
+            r["title"],
+            r["situation"],
+            ", ".join(r["roles"]),
+            "all" if r["cultures"] == "all" else ",".join(r["cultures"]),
+            ", ".join(r["tags"]),
+            Path(str(r["file"])).name,
+            style=None,
         )
     console.print(table)
 
 
 @scenarios_app.command("check")
-def check(paths: Annotated[list[Path], typer.Argument(help="Template files or folders.")]) -> None:
-    """Validate template files: front matter, sections, variables, graph; render each once."""
-    from culturesim.scenarios.cultures import load_cultures
-    from culturesim.scenarios.episodes import build_episodes
-    from culturesim.scenarios.templates import (
-        SUFFIX,
-        ScenarioError,
-        ScenarioLibrary,
-        load_template_file,
-    )
+def check(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Template files or folders (default: the built-in library)."),
+    ] = None,
+    culture_dirs: CultureDirsOption = None,
+) -> None:
+    """Validate template files: front matter, sections, variables, graph; render each for every
+    culture it claims."""
+    from culturesim.scenarios.checks import check_templates
 
-    files = [
-        p for path in paths for p in (sorted(path.rglob(f"*{SUFFIX}")) if path.is_dir() else [path])
-    ]
-    folders = sorted({f.parent for f in files})
-    cultures = load_cultures()
-    problems = 0
-    for file in files:
-        try:
-            template = load_template_file(file)
-            library = ScenarioLibrary(folders)
-            code = "USA" if template.suits("USA") else str(template.cultures[0])
-            build_episodes(library, [template], [[cultures[code]]])
-            console.print(f"[green]ok[/]   {file}  ({template.id}, rendered for {code})")
-        except (ScenarioError, KeyError) as error:
-            problems += 1
-            console.print(f"[red]bad[/]  {error}")
-    if problems:
+    with door():
+        results = check_templates(paths or [], culture_dirs or [])
+    bad = 0
+    for result in results:
+        if result.ok:
+            console.print(
+                f"[green]ok[/]   {escape(str(result.path))}  ({result.template_id}, rendered "
+                f"for {result.rendered} culture(s))"
+            )
+        else:
+            bad += 1
+            console.print(f"[red]bad[/]  {escape(result.problem)}")
+    console.print(f"{len(results) - bad} of {len(results)} template(s) ok")
+    if bad:
         raise typer.Exit(code=1)
+
+
+@scenarios_app.command("new")
+def new(
+    name: Annotated[str, typer.Argument(help="The new scenario's id, e.g. favour_at_work.")],
+    folder: Annotated[
+        Path, typer.Option("--scenario-dir", "--dir", "-d", help="Where to write it.")
+    ] = Path("scenarios"),
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented starter template that passes `check` as written."""
+    from culturesim.scenarios.starters import starter_template
+
+    path = folder / f"{name}.scenario.jinja2"
+    with door():
+        text = starter_template(name, str(folder))
+        if path.exists() and not force:
+            raise FileExistsError(f"{path} exists; pick another name, or pass --force")
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    console.print(f"wrote {path}", markup=False)
+    console.print(
+        f"next: edit it, then `culturesim scenarios check {path}` and "
+        f"`culturesim scenarios render {name} --scenario-dir {folder} --culture JPN`",
+        markup=False,
+    )
 
 
 @scenarios_app.command("render")

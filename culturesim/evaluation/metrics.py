@@ -7,7 +7,8 @@ plain computation on arrays, so it is checked against hand-computed values in th
 * `culturespa_score`: the published metric, exactly: 100 · (1 − ‖a − g‖₂ / ‖n − 1‖₂) over
   questions with a valid answer and survey data (a = model codes, g = country majority codes,
   n = option counts). It only sees the mode and treats options as ordinal: we report it for
-  comparability, beside metrics that see whole distributions.
+  comparability, beside metrics that see whole distributions. `culturespa_score_points` is the
+  same formula over aligned lists, for re-scoring files row by row as the published script does.
 * `js_distance`: Jensen–Shannon distance (base 2, in [0, 1]).
 * `emd`: earth mover's distance on the option scale, divided by (n − 1) so it is in [0, 1];
   meaningful for ordinal questions.
@@ -37,11 +38,26 @@ def culturespa_score(
 ) -> float:
     """The published score, in percent. Questions without a valid answer or gold are skipped."""
     used = [q for q, a in answers.items() if a is not None and majority.get(q) is not None]
-    if not used:
+    return culturespa_score_points(
+        [int(answers[q] or 0) for q in used],
+        [int(majority[q] or 0) for q in used],
+        [option_counts[q] for q in used],
+    )
+
+
+def culturespa_score_points(
+    answers: Sequence[int], gold: Sequence[int], option_counts: Sequence[int]
+) -> float:
+    """The published score over aligned terms, one per scored answer.
+
+    CultureSPA's analysis script builds these lists row by row from an answer file, so a question
+    answered twice is counted twice; `culturespa_score` is the one-answer-per-question view.
+    """
+    if not answers:
         return float("nan")
-    a = np.array([answers[q] for q in used], dtype=float)
-    g = np.array([majority[q] for q in used], dtype=float)
-    n = np.array([option_counts[q] for q in used], dtype=float)
+    a = np.asarray(answers, dtype=float)
+    g = np.asarray(gold, dtype=float)
+    n = np.asarray(option_counts, dtype=float)
     return float(100.0 * (1.0 - np.linalg.norm(a - g) / np.linalg.norm(n - 1.0)))
 
 
@@ -130,13 +146,29 @@ def culturespa_bootstrap_ci(
 ) -> tuple[float, float]:
     """Bootstrap interval for the CultureSPA score (it is not a mean, so resample its terms)."""
     used = [q for q, a in answers.items() if a is not None and majority.get(q) is not None]
-    if not used:
-        return float("nan"), float("nan")
-    sq_err = np.array(
-        [(int(answers[q] or 0) - int(majority[q] or 0)) ** 2 for q in used], dtype=float
+    return culturespa_bootstrap_ci_points(
+        [int(answers[q] or 0) for q in used],
+        [int(majority[q] or 0) for q in used],
+        [option_counts[q] for q in used],
+        resamples=resamples,
+        seed=seed,
     )
-    sq_max = np.array([(option_counts[q] - 1) ** 2 for q in used], dtype=float)
+
+
+def culturespa_bootstrap_ci_points(
+    answers: Sequence[int],
+    gold: Sequence[int],
+    option_counts: Sequence[int],
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """`culturespa_bootstrap_ci` over aligned terms (see `culturespa_score_points`)."""
+    if not answers:
+        return float("nan"), float("nan")
+    sq_err = (np.asarray(answers, dtype=float) - np.asarray(gold, dtype=float)) ** 2
+    sq_max = (np.asarray(option_counts, dtype=float) - 1.0) ** 2
     rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(used), size=(resamples, len(used)))
+    draws = rng.integers(0, len(sq_err), size=(resamples, len(sq_err)))
     scores = 100.0 * (1.0 - np.sqrt(sq_err[draws].sum(1)) / np.sqrt(sq_max[draws].sum(1)))
     return float(np.quantile(scores, 0.025)), float(np.quantile(scores, 0.975))

@@ -3,7 +3,8 @@
 `parse_published` reproduces CultureSPA's rule exactly (the first run of digits, kept when it is
 0–10), so published outputs re-score to the published numbers. `parse_option` is culturesim's
 own: the number must be one of the question's codes, and a refusal or an out-of-range number is
-invalid, counted, never dropped silently.
+invalid, counted, never dropped silently. Which survey option counts as the gold answer, and how
+repeated rows count, is the scoring rule's business (`culturesim.evaluation.published`).
 """
 
 from __future__ import annotations

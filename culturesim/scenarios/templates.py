@@ -324,16 +324,51 @@ class ScenarioLibrary:
             return self.templates[template_id]
         except KeyError:
             raise ScenarioError(
-                f"unknown scenario {template_id!r}; known: {', '.join(sorted(self.templates))}"
+                f"unknown scenario {template_id!r} in {', '.join(str(f) for f in self.folders)}; "
+                "for a template in your own folder add --scenario-dir FOLDER (see "
+                "`culturesim scenarios list`)"
             ) from None
 
     def select(self, ids: str | Sequence[str]) -> list[ScenarioTemplate]:
-        """'all', or ids (comma-separated or a list)."""
+        """'all', or a comma-separated list (or a list) of ids, `tag:NAME` and `situation:NAME`
+        selectors; the union, in library order. A selector that matches nothing is an error,
+        so a typo never silently shrinks a run."""
         if isinstance(ids, str):
-            if ids.strip() == "all":
-                return [self.templates[k] for k in sorted(self.templates)]
             ids = [i.strip() for i in ids.split(",") if i.strip()]
-        return [self.get(i) for i in ids]
+        if not ids:
+            raise ScenarioError(
+                "no scenarios selected: give ids, tag:NAME, situation:NAME or 'all' "
+                "(see `culturesim scenarios list`)"
+            )
+        chosen: dict[str, ScenarioTemplate] = {}
+        for item in ids:
+            kind, sep, value = item.partition(":")
+            if item == "all":
+                matched = [self.templates[k] for k in sorted(self.templates)]
+            elif sep and kind in ("tag", "situation"):
+                matched = self._matching(kind, value.strip().lower())
+            else:
+                matched = [self.get(item)]
+            chosen.update((t.id, t) for t in matched)
+        return list(chosen.values())
+
+    def _matching(self, kind: str, wanted: str) -> list[ScenarioTemplate]:
+        def fits(t: ScenarioTemplate) -> bool:
+            if kind == "tag":
+                return wanted in (x.lower() for x in t.tags)
+            return t.situation.lower() == wanted
+
+        matched = [self.templates[k] for k in sorted(self.templates) if fits(self.templates[k])]
+        if not matched:
+            values = (
+                {x for t in self.templates.values() for x in t.tags}
+                if kind == "tag"
+                else {t.situation for t in self.templates.values() if t.situation}
+            )
+            raise ScenarioError(
+                f"{kind}:{wanted} matches no scenario; known {kind}s: {', '.join(sorted(values))}"
+            )
+        return matched
 
     def render(
         self,
