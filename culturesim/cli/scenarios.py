@@ -321,3 +321,125 @@ def personas(
             p.background,
         )
     console.print(table)
+
+
+@scenarios_app.command("generate")
+def generate(
+    norms: Annotated[Path, typer.Option(help="YAML {CODE: [norm, ...]} or JSONL {culture, norm}.")],
+    culture: Annotated[str, typer.Option(help="The culture code whose norms are used.")],
+    out: Annotated[Path, typer.Option(help="Folder for the written templates and the log.")],
+    model: Annotated[str, typer.Option("--model", "-m")] = "smollm2",
+    count: Annotated[int, typer.Option("-n", min=1, help="Scenarios to ask for.")] = 5,
+    participants: Annotated[int, typer.Option(min=2, max=6)] = 2,
+    attempts: Annotated[int, typer.Option(min=1, help="Tries per scenario, with corrections.")] = 3,
+    max_new_tokens: Annotated[int, typer.Option(min=16)] = 700,
+    seed: Annotated[int, typer.Option()] = 0,
+    culture_dirs: CultureDirsOption = None,
+) -> None:
+    """Write new scenarios from social norms with a model (CLCA's norm-grounded scenarios)."""
+    from culturesim.scenarios.cultures import load_cultures, resolve_cultures
+    from culturesim.scenarios.norms import (
+        NormRequest,
+        generate_from_norms,
+        read_norms,
+        save_generated,
+    )
+
+    with door():
+        (target,) = resolve_cultures([culture], load_cultures(culture_dirs or []))
+        listed = read_norms(norms).get(culture, [])
+        if not listed:
+            raise ValueError(f"{norms}: no norms for {culture}; add a '{culture}:' list")
+        lm = model_factory().get(model)
+        requests = [NormRequest(target, listed[i % len(listed)], i) for i in range(count)]
+        with console.status(f"writing {count} scenario(s) with {lm.model_id}"):
+            outcomes = generate_from_norms(
+                lm,
+                requests,
+                participants=participants,
+                max_attempts=attempts,
+                max_new_tokens=max_new_tokens,
+                seed=seed,
+            )
+        out.mkdir(parents=True, exist_ok=True)
+        log: list[dict[str, Any]] = []
+        saved = []
+        for request, outcome in zip(requests, outcomes, strict=True):
+            path = None
+            if outcome.result is not None:
+                path = save_generated(out, target, request.norm, outcome.result, request.index)
+                saved.append(path)
+            log.append(
+                {
+                    "culture": culture,
+                    "norm": request.norm,
+                    "index": request.index,
+                    "ok": path is not None,
+                    "file": str(path or ""),
+                    "attempts": len(outcome.replies),
+                    "problems": outcome.problems,
+                    "replies": outcome.replies,
+                }
+            )
+        with (out / "generation_log.jsonl").open("a", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in log)
+    tried = sum(row["attempts"] for row in log)
+    console.print(
+        f"{len(saved)} of {count} scenario(s) written ({tried} attempts in all); every attempt "
+        f"is in {out}/generation_log.jsonl",
+        markup=False,
+    )
+    for path in saved:
+        console.print(f"  {path}", markup=False)
+    if not saved:
+        raise typer.Exit(code=2)
+
+
+@import_app.command("sotopia")
+def import_sotopia_command(
+    environments: Annotated[
+        Path, typer.Argument(help="Sotopia environment profiles (JSON/JSONL).")
+    ],
+    out: Annotated[Path, typer.Option(help="Folder for the culturesim templates.")],
+    agents: Annotated[
+        Path | None, typer.Option(help="Sotopia agent profiles (JSON/JSONL), dealt in order.")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing template files.")] = False,
+) -> None:
+    """Read Sotopia EnvironmentProfiles (and AgentProfiles) as culturesim templates."""
+    from culturesim.scenarios.sotopia import import_sotopia
+
+    with door():
+        written = import_sotopia(environments, agents, out_dir=out, overwrite=overwrite)
+    for path in written:
+        console.print(f"wrote {path}", markup=False)
+    console.print(
+        f"{len(written)} template(s); check them with `culturesim scenarios check {out}`",
+        markup=False,
+    )
+
+
+@export_app.command("sotopia")
+def export_sotopia_command(
+    out: Annotated[Path, typer.Option(help="JSONL file of Sotopia EnvironmentProfiles.")],
+    select: Annotated[
+        str, typer.Option("--scenarios", help="ids, tag:NAME, situation:NAME, or 'all'.")
+    ] = "all",
+    agents: Annotated[
+        Path | None, typer.Option(help="Also write the casts as Sotopia AgentProfiles (JSONL).")
+    ] = None,
+    culture: Annotated[str, typer.Option(help="Culture the scenarios are rendered for.")] = "USA",
+    seed: Annotated[int, typer.Option()] = 0,
+    dirs: DirsOption = None,
+) -> None:
+    """Write scenarios as Sotopia EnvironmentProfiles, so one scenario runs in both tools."""
+    from culturesim.scenarios.sotopia import export_sotopia
+    from culturesim.scenarios.templates import ScenarioLibrary
+
+    with door():
+        library = ScenarioLibrary(dirs or [])
+        templates = library.select(select)
+        rows = export_sotopia(
+            templates, out, agents_path=agents, library=library, culture=culture, seed=seed
+        )
+    console.print(f"wrote {len(rows)} environment profile(s) to {out}", markup=False)

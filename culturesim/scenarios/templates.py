@@ -146,6 +146,9 @@ class ScenarioTemplate(BaseModel):
     situation: str = ""
     relationship: str = ""
     description: str = ""
+    norm: str = Field(
+        default="", description="the social norm a generated scenario was written from"
+    )
     participants: tuple[ParticipantSpec, ...] = Field(min_length=2)
     variables: dict[str, VariableSpec] = Field(default_factory=dict)
     turns: TurnSpec = TurnSpec()
