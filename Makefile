@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM := false
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint typecheck bench clean-cache browser
+.PHONY: demo test test-fast lint typecheck bench clean-cache browser
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -40,6 +40,10 @@ lint: $(STAMP)
 
 test: $(STAMP) lint browser
 	$(VENV)/bin/pytest -q -ra
+
+# The quick lane while editing: everything but the tests marked slow (real model, kills, Ray).
+test-fast: $(STAMP) lint
+	$(VENV)/bin/pytest -q -ra -m "not slow"
 
 bench: $(STAMP)
 	$(PY) benchmarks/batching.py

@@ -198,3 +198,11 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> 
     ctx = context_for(config, models=model_factory(), show_progress=False)
     run_stages(config, config.enabled_stages(), ctx=ctx)
     return out
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that loads the real embedded model is `slow` (make test still runs them all;
+    `make test-fast` leaves them out)."""
+    for item in items:
+        if "smollm2" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from culturesim.cli import app
@@ -17,6 +18,8 @@ from culturesim.scenarios.cultures import load_cultures
 from culturesim.scenarios.episodes import build_episodes, culture_groups
 from culturesim.scenarios.templates import ScenarioLibrary
 from culturesim.store import RunStore
+
+pytestmark = pytest.mark.slow  # the real embedded model; still part of make test
 
 runner = CliRunner()
 

@@ -6,12 +6,15 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from culturesim.cli import app
 from culturesim.prober.instances import js_divergence
 from culturesim.records import Answer, Instance, Question
 from culturesim.store import RunStore
+
+pytestmark = pytest.mark.slow  # the real embedded model; still part of make test
 
 runner = CliRunner()
 

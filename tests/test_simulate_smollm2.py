@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from culturesim.models.transformers_backend import TransformersModel
 from culturesim.records import Dialogue, Episode
 from culturesim.roleplay.conversation import RolePlaySettings
@@ -21,6 +23,7 @@ from culturesim.scenarios.templates import ScenarioLibrary
 from culturesim.store import RunStore
 
 CULTURES = load_cultures()
+pytestmark = pytest.mark.slow
 
 
 def test_smollm2_two_and_three_party_dialogues(smollm2: TransformersModel, tmp_path: Path) -> None:
@@ -43,14 +46,7 @@ def test_smollm2_two_and_three_party_dialogues(smollm2: TransformersModel, tmp_p
     assert set(dialogues) == {"decline_invitation", "credit_for_work"}
     for name, parties in (("decline_invitation", 2), ("credit_for_work", 3)):
         dialogue = dialogues[name]
-        assert dialogue.stop_reason in {
-            "turn_limit",
-            "left",
-            "all_left",
-            "repetition",
-            "stop_phrase",
-            "malformed",
-        }
+        assert_stop_reason_fits_the_turns(dialogue, limit=4)
         assert 1 <= len(dialogue.turns) <= 4
         assert [t.index for t in dialogue.turns] == list(range(len(dialogue.turns)))
         assert all(t.raw.startswith("ACTION: ") for t in dialogue.turns)
@@ -62,6 +58,24 @@ def test_smollm2_two_and_three_party_dialogues(smollm2: TransformersModel, tmp_p
     three = dialogues["credit_for_work"].turns
     for a, b in itertools.pairwise(three):
         assert "manager" in (a.speaker, b.speaker), "the star graph routes turns via the manager"
+
+
+def assert_stop_reason_fits_the_turns(dialogue: Dialogue, limit: int) -> None:
+    """The stop reason must be what the turns show, not just any known reason."""
+    turns, reason = dialogue.turns, dialogue.stop_reason
+    if reason == "turn_limit":
+        assert len(turns) == limit
+    elif reason == "malformed":
+        assert turns[-1].malformed
+    elif reason in ("left", "all_left"):
+        assert any(t.action == "leave" for t in turns)
+    elif reason == "repetition":
+        spoken = [t for t in turns if t.action in ("speak", "non-verbal")]
+        assert len(spoken) >= 2 and spoken[-1] is turns[-1]
+    else:
+        raise AssertionError(f"unexpected stop reason {reason!r} after {len(turns)} turns")
+    if reason != "turn_limit":
+        assert len(turns) <= limit
 
 
 def simulate_command(out: Path) -> list[str]:

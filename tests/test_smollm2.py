@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from culturesim.models.base import GenerationParams
 from culturesim.models.smollm2 import converted_dir
 from culturesim.models.transformers_backend import TransformersModel
+
+pytestmark = pytest.mark.slow  # the real embedded model; still part of make test
 
 QUESTIONS = [
     "What is the capital of France?",

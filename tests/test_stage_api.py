@@ -166,3 +166,24 @@ def test_a_section_default_is_written_once() -> None:
     config = RunConfig.model_validate({"out": "x", "simulate": {}})
     assert config.simulate == SimulateSection()
     assert SimulateSection.default_of("per_episode") == 2
+
+
+def test_a_users_prompt_folder_reaches_the_corpus_views(tmp_path: Path) -> None:
+    """`prompts_dir` puts the user's templates first: here the one transcript template."""
+    from culturesim.training import corpus_stage
+    from tests.helpers import make_run
+
+    run = make_run(tmp_path)
+    mine = tmp_path / "prompts" / "transcript"
+    mine.mkdir(parents=True)
+    (mine / "turn.jinja2").write_text("{{ speaker_name }} >> {{ utterance }}")
+    ctx = RunContext(
+        layout=RunLayout.for_stage("corpus", tmp_path / "corpus", inputs=[run]),
+        prompt_dirs=(tmp_path / "prompts",),
+        show_progress=False,
+    )
+    corpus_stage.run(corpus_stage.CorpusSection(embeddings=False), ctx)
+    rows = [json.loads(line) for line in (tmp_path / "corpus" / "clca" / "train.jsonl").open()]
+    views = [r for r in rows if r["source"] == "clca_dialogue"]
+    turns = [m["content"] for r in views for m in r["messages"] if m["role"] == "assistant"]
+    assert turns and all(" >> " in t for t in turns), turns[:3]

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from culturesim.evaluation.administer import SurveyPrompter
 from culturesim.evaluation.survey import SurveyQuestion
@@ -16,6 +17,8 @@ from culturesim.scenarios.cultures import load_cultures
 from culturesim.training.corpus import Row, split_by_culture, write_set
 from culturesim.training.presets import make_config
 from culturesim.training.trainer import train_adapter
+
+pytestmark = pytest.mark.slow  # the real embedded model; still part of make test
 
 ACTIVITIES = [
     "cooking for guests",

@@ -201,6 +201,10 @@ def guard_command(
     benchmark: Annotated[
         Path | None, typer.Option(help="MMLU-style JSONL; the built-in sanity set by default.")
     ] = None,
+    prompts_dir: Annotated[
+        list[Path] | None,
+        typer.Option("--prompts-dir", help="Your prompt templates, searched first."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Multiple-choice accuracy (via log-probabilities), to check fine-tuning kept general ability."""
@@ -217,7 +221,11 @@ def guard_command(
         lm = model_factory().get(model, adapter=adapter)
     except (BenchmarkFileError, ModelError) as error:
         raise fail(str(error)) from error
-    result = guard_accuracy(lm, items, benchmark=str(benchmark or "sanity"))
+    from culturesim.prompt_library import PromptLibrary
+
+    result = guard_accuracy(
+        lm, items, benchmark=str(benchmark or "sanity"), library=PromptLibrary(prompts_dir or [])
+    )
     if as_json:
         typer.echo(
             json.dumps(

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from culturesim.cli.common import console, door, fail, model_factory
+from culturesim.prompt_library import PromptLibrary
 
 scenarios_app = typer.Typer(
     help="Author, check, list, render, adapt, generate, import and export scenario templates.",
@@ -34,6 +35,10 @@ DirsOption = Annotated[
 CultureDirsOption = Annotated[
     list[Path] | None,
     typer.Option("--culture-dir", help="A folder of your culture files (repeatable)."),
+]
+PromptsDirOption = Annotated[
+    list[Path] | None,
+    typer.Option("--prompts-dir", help="Your prompt templates, searched first (repeatable)."),
 ]
 
 
@@ -215,6 +220,7 @@ def adapt(
     max_new_tokens: Annotated[int, typer.Option(min=16)] = 700,
     seed: Annotated[int, typer.Option()] = 0,
     dirs: DirsOption = None,
+    prompts_dir: PromptsDirOption = None,
 ) -> None:
     """CLCA adaptation: the model rewrites each scenario for each culture; saved as templates."""
     from culturesim.models.base import ModelError
@@ -239,7 +245,13 @@ def adapt(
         for e in episodes
         for target in targets
     ]
-    adapter = CultureAdapter(lm, max_attempts=attempts, max_new_tokens=max_new_tokens, seed=seed)
+    adapter = CultureAdapter(
+        lm,
+        library=PromptLibrary(prompts_dir or []),
+        max_attempts=attempts,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+    )
     with console.status(f"adapting {len(requests)} scenario(s) with {lm.model_id}"):
         outcomes = adapter.adapt(requests)
     table = Table("scenario", "culture", "result", "attempts", "last problem")
@@ -291,6 +303,7 @@ def personas(
     model: Annotated[str, typer.Option("--model", "-m")] = "smollm2",
     as_json: Annotated[bool, typer.Option("--json")] = False,
     culture_dirs: CultureDirsOption = None,
+    prompts_dir: PromptsDirOption = None,
 ) -> None:
     """Sample personas for a culture (reproducible from the seed)."""
     from culturesim.models.base import ModelError
@@ -303,7 +316,12 @@ def personas(
         target = resolve_cultures([culture], known)[0]
         people = [PersonaSampler().sample(target, seed + i) for i in range(count)]
         if write_backgrounds:
-            people = write(model_factory().get(model), people, known)
+            people = write(
+                model_factory().get(model),
+                people,
+                known,
+                library=PromptLibrary(prompts_dir or []),
+            )
     except (CultureFileError, ModelError, ValueError) as error:
         raise _fail(error) from error
     if as_json:
@@ -335,6 +353,7 @@ def generate(
     max_new_tokens: Annotated[int, typer.Option(min=16)] = 700,
     seed: Annotated[int, typer.Option()] = 0,
     culture_dirs: CultureDirsOption = None,
+    prompts_dir: PromptsDirOption = None,
 ) -> None:
     """Write new scenarios from social norms with a model (CLCA's norm-grounded scenarios)."""
     from culturesim.scenarios.cultures import load_cultures, resolve_cultures
@@ -356,6 +375,7 @@ def generate(
             outcomes = generate_from_norms(
                 lm,
                 requests,
+                library=PromptLibrary(prompts_dir or []),
                 participants=participants,
                 max_attempts=attempts,
                 max_new_tokens=max_new_tokens,

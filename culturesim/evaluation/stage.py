@@ -102,7 +102,9 @@ def guard_rows(ctx: RunContext, variants: Sequence[Variant]) -> list[dict[str, A
     items = load_benchmark()
     rows = []
     for variant in variants:
-        result = guard_accuracy(ctx.models.get(variant.spec, variant.adapter), items)
+        result = guard_accuracy(
+            ctx.models.get(variant.spec, variant.adapter), items, library=ctx.prompts
+        )
         rows.append(
             {
                 "variant": variant.name,
