@@ -2,13 +2,18 @@
 
 Models wrap JSON in chatter, use Python quoting, or write several objects. Every stage that
 asks for JSON (question generation, adaptation, judging) reads replies the same way.
+
+Loading is the `json_repair` library's: it reads JSON as models write it (Python quotes and
+literals, trailing commas, unquoted keys, comments). Finding the objects is ours: only complete
+{...} spans count, because json_repair would also close an object the text never closes, and a
+model that continues a `{"Question": "` prefill with a refusal has written no JSON at all.
 """
 
 from __future__ import annotations
 
-import ast
-import json
 from typing import Any
+
+from json_repair import loads
 
 
 def json_objects(text: str) -> list[str]:
@@ -37,16 +42,16 @@ def json_objects(text: str) -> list[str]:
 
 
 def first_json_object(text: str, required_key: str | None = None) -> dict[str, Any] | None:
-    """The first object that loads as JSON (or a Python literal) and has `required_key`."""
+    """The first complete object that loads, repaired where needed, and has `required_key`
+    (matched ignoring case and surrounding spaces) when one is asked for."""
     for span in json_objects(text):
-        for loader in (json.loads, ast.literal_eval):
-            try:
-                candidate = loader(span)
-            except (ValueError, SyntaxError, RecursionError, MemoryError):
-                continue
-            if isinstance(candidate, dict) and (
-                required_key is None
-                or required_key.lower() in {str(k).strip().lower() for k in candidate}
-            ):
-                return candidate
+        try:
+            candidate = loads(span)
+        except (ValueError, RecursionError):  # json_repair gives up on absurdly deep nesting
+            continue
+        if isinstance(candidate, dict) and (
+            required_key is None
+            or required_key.lower() in {str(k).strip().lower() for k in candidate}
+        ):
+            return candidate
     return None

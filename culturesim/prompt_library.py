@@ -8,6 +8,7 @@ file, line and the missing name instead of sending a half-empty prompt to a mode
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,15 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from culturesim.paths import package_data
 from culturesim.records import Dialogue, Episode, Turn
+
+# A prompt shows the answer's form with placeholders in angle brackets ("REASON: <one
+# sentence>"). A reply that gives one back has answered nothing; it must never become content.
+_PLACEHOLDER = re.compile(r"<\s*[a-z][a-z ,/'-]{2,60}>", re.I)
+
+
+def echoes_placeholder(text: str) -> bool:
+    """Whether a reply repeats a template placeholder such as `<one sentence>`."""
+    return bool(_PLACEHOLDER.search(text))
 
 
 class TemplateProblem(ValueError):

@@ -154,6 +154,10 @@ class RunStore:
             )
             if manifest.get("seed") != seed:
                 differing.append("seed")
+            if differing and not store.holds_records():
+                # A first attempt that failed before writing anything locks nothing.
+                store.manifest_path.unlink()
+                return cls.open(root, config, seed)
             if differing:
                 raise ManifestMismatch(
                     f"{store.manifest_path} was written for another config "
@@ -172,6 +176,15 @@ class RunStore:
         staging.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         os.replace(staging, store.manifest_path)
         return store
+
+    def holds_records(self) -> bool:
+        """Whether records were written here (or in a stage folder of a loop run): what makes
+        the manifest's config binding. Logs alone (a failed first attempt) bind nothing."""
+        names = {f"{kind}.jsonl" for kind in RECORD_TYPES}
+        return any(
+            p.name in names and p.stat().st_size > 0
+            for p in [*self.root.glob("*.jsonl"), *self.root.glob("*/*.jsonl")]
+        )
 
     def manifest(self) -> dict[str, Any]:
         if not self.manifest_path.exists():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
 from typing import Annotated, Any
 
@@ -22,7 +23,7 @@ from culturesim.cli.runs import runs_app
 from culturesim.cli.scenarios import scenarios_app
 from culturesim.cli.simulate import simulate
 from culturesim.cli.train import train
-from culturesim.models.base import GenerationParams, ModelError
+from culturesim.models.base import GenerationParams
 
 app = typer.Typer(
     name="culturesim",
@@ -62,8 +63,13 @@ def main(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show Python tracebacks instead of error messages.")
+    ] = False,
 ) -> None:
     """culturesim command line."""
+    if debug:
+        os.environ["CULTURESIM_DEBUG"] = "1"
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our own progress bars speak for long work
@@ -105,17 +111,15 @@ def chat(
     adapter: Annotated[str | None, typer.Option(help="A LoRA adapter directory.")] = None,
 ) -> None:
     """Send one message and print the model's reply."""
-    from culturesim.cli.common import model_factory
+    from culturesim.cli.common import door, model_factory
 
-    try:
-        lm = model_factory().get(model, adapter=adapter)
-    except ModelError as error:
-        raise fail(str(error)) from error
     messages = ([{"role": "system", "content": system}] if system else []) + [
         {"role": "user", "content": message}
     ]
     params = GenerationParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
-    (reply,) = lm.generate([messages], params)  # type: ignore[list-item]
+    with door():
+        lm = model_factory().get(model, adapter=adapter)
+        (reply,) = lm.generate([messages], params)  # type: ignore[list-item]
     typer.echo(reply.text.strip())
 
 

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from culturesim.context import ModelFactory, StageFailed, StageSection
+from culturesim.models.base import ModelError
 from culturesim.yamlfiles import validation_problems
 
 console = Console()
@@ -53,7 +54,7 @@ def door() -> Iterator[None]:
         if debug_enabled():
             raise
         raise fail(validation_problems(error)) from error
-    except (StageFailed, ValueError, OSError, LookupError) as error:
+    except (StageFailed, ModelError, ValueError, OSError, LookupError) as error:
         if debug_enabled():
             raise
         raise fail(_message(error)) from error

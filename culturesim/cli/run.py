@@ -34,6 +34,7 @@ def run(
 ) -> None:
     """Simulate, probe, judge, build the corpus, fine-tune, evaluate and report, in order."""
     from culturesim.context import StageFailed
+    from culturesim.models.base import ModelError
     from culturesim.pipeline.config import RunConfigError, load_run_config
     from culturesim.pipeline.runner import choose_stages, context_for, plan, run_stages
     from culturesim.store import ManifestMismatch, RunStore
@@ -63,7 +64,7 @@ def run(
     resume = f"`culturesim run {config}" + (f" --stages {stages}" if stages else "") + "`"
     try:
         rows = run_stages(settings, chosen, force=force, ctx=ctx)
-    except (StageFailed, ValueError, OSError, LookupError) as error:
+    except (StageFailed, ModelError, ValueError, OSError, LookupError) as error:
         if debug_enabled():
             raise
         raise fail(f"{error}. Fix it and rerun {resume} to go on.") from error

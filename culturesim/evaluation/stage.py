@@ -145,6 +145,7 @@ def evaluate_survey(
     resolve_cultures(codes, known)
     questions = list(survey.questions.values())[: section.limit]
     survey = survey.subset(q.id for q in questions)
+    models = [ctx.models.get(v.spec, v.adapter) for v in variants]  # before the run directory
     store = RunStore.open(
         out,
         {
@@ -166,8 +167,7 @@ def evaluate_survey(
     )
     all_answers = []
     timings: dict[str, float] = {}
-    for variant in variants:
-        lm = ctx.models.get(variant.spec, variant.adapter)
+    for lm in models:
         start = time.perf_counter()
         all_answers += run_items(
             lm,

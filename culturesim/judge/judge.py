@@ -23,7 +23,7 @@ from culturesim.jsonish import first_json_object
 from culturesim.judge.rubrics import CONFIDENCES, Rubric
 from culturesim.models.base import Chat, GenerationParams, LanguageModel
 from culturesim.models.corrections import generate_until_valid
-from culturesim.prompt_library import PromptLibrary, transcript_lines
+from culturesim.prompt_library import PromptLibrary, echoes_placeholder, transcript_lines
 from culturesim.records import (
     Answer,
     Culture,
@@ -66,6 +66,8 @@ def parse_verdict(text: str, rubric: Rubric) -> list[Label]:
         raise UnreadableVerdict("no CONFIDENCE line")
     confidence = parse_confidence(fields["confidence"])
     reason = " ".join(fields.get("reason", "").split())
+    if echoes_placeholder(" ".join(fields.values())):
+        raise UnreadableVerdict("the reply repeats the form's placeholders instead of answering")
     labels = []
     for dimension in rubric.dimensions:
         if dimension.name not in fields:

@@ -90,9 +90,9 @@ def run(section: ProbeSection, ctx: RunContext) -> StageResult:
     identity: dict[str, Any] = {"command": "probe", "model": ctx.roles.prober, **section.identity()}
     if answer_spec != ctx.roles.prober:
         identity["answer_model"] = answer_spec
-    store = RunStore.open(out, identity, seed=ctx.seed)
-    generator_model = ctx.models.get(ctx.roles.prober)
+    generator_model = ctx.models.get(ctx.roles.prober)  # built first: a bad spec locks nothing
     answer_model = ctx.models.get(answer_spec)
+    store = RunStore.open(out, identity, seed=ctx.seed)
 
     started = time.perf_counter()
     generator = QuestionGenerator(

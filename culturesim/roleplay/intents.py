@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from culturesim.models.base import GenerationParams
 from culturesim.models.batcher import Batcher
-from culturesim.prompt_library import PromptLibrary
+from culturesim.prompt_library import PromptLibrary, echoes_placeholder
 from culturesim.records import Culture, Episode, Turn, derive_seed
 
 _INTENT = re.compile(r"intent\s*[:=]\s*(.+)", re.I)
@@ -41,6 +41,7 @@ class IntentAnnotator:
         self.batcher = batcher
         self.library = library or PromptLibrary()
         self.max_new_tokens = max_new_tokens
+        self.placeholder_echoes = 0
 
     def annotate(
         self,
@@ -81,6 +82,10 @@ class IntentAnnotator:
                 annotated.append(turn)
                 continue
             intent, expectation = parse_intent(PREFILL + future.result().text)
+            if echoes_placeholder(intent) or echoes_placeholder(expectation):
+                # The form was given back, not an answer: counted, never stored as an intent.
+                self.placeholder_echoes += 1
+                intent, expectation = "", ""
             annotated.append(
                 turn.model_copy(update={"intent": intent, "cultural_expectation": expectation})
             )

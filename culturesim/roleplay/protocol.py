@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from culturesim.prompt_library import echoes_placeholder
 from culturesim.records import Action
 
 ACTION_SYNONYMS: dict[str, Action] = {
@@ -93,6 +94,8 @@ def parse_turn(text: str, speaker_names: tuple[str, ...] = ()) -> ParsedTurn:
     utterance = _clean(utterance)
     if action in ("speak", "non-verbal") and not utterance:
         raise MalformedTurn(f"ACTION {action} without an OUTPUT")
+    if echoes_placeholder(utterance):
+        raise MalformedTurn("the OUTPUT repeats the form's placeholder; write your own words")
     return ParsedTurn(action, utterance)
 
 

@@ -8,6 +8,7 @@ response cache (`cache.sqlite` in the run directory) replays them word for word.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -56,6 +57,7 @@ class SimulationSummary:
     completion_tokens: int = 0
     seconds: float = 0.0
     mean_batch_size: float = 0.0
+    intent_placeholders: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +72,7 @@ class SimulationSummary:
             if self.seconds
             else 0.0,
             "mean_batch_size": round(self.mean_batch_size, 2),
+            "intent_placeholders": self.intent_placeholders,
         }
 
 
@@ -97,6 +100,8 @@ class Simulator:
         self.library = library or PromptLibrary()
         self.cultures = cultures or load_cultures()
         self.console = console
+        self.intent_placeholders = 0  # intent replies that gave the form's placeholder back
+        self._count_lock = threading.Lock()
 
     def dialogue_id(self, episode: Episode, sample_index: int) -> str:
         return Dialogue(episode_id=episode.id, sample_index=sample_index, model=self.model_id).id
@@ -185,6 +190,7 @@ class Simulator:
                 raise
             summary.mean_batch_size = batcher.stats.mean_batch_size
         summary.seconds = time.perf_counter() - started
+        summary.intent_placeholders = self.intent_placeholders
         summary.completion_tokens = self.metered.usage.completion_tokens
         return summary
 
@@ -206,9 +212,10 @@ class Simulator:
                 for t in turns
             ]
             host = self.cultures[episode.scenario.roles[0].culture]
-            turns = IntentAnnotator(batcher, library=self.library).annotate(
-                episode, turns, host, views, seed
-            )
+            annotator = IntentAnnotator(batcher, library=self.library)
+            turns = annotator.annotate(episode, turns, host, views, seed)
+            with self._count_lock:
+                self.intent_placeholders += annotator.placeholder_echoes
         return Dialogue(
             episode_id=episode.id,
             sample_index=sample_index,

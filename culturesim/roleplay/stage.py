@@ -85,6 +85,8 @@ def run(section: SimulateSection, ctx: RunContext) -> StageResult:
     out = ctx.layout.simulate
     spec = ctx.roles.actor
     episodes = plan_episodes(section, ctx)
+    # The model is built before the run directory is made: a bad spec locks nothing.
+    shared = None if section.ray_actors else ctx.models.get(spec)
     store = RunStore.open(
         out, {"command": "simulate", "model": spec, **section.identity()}, seed=ctx.seed
     )
@@ -125,7 +127,8 @@ def run(section: SimulateSection, ctx: RunContext) -> StageResult:
                 retry_failed=ctx.retry_failed,
             )
         else:
-            lm = CachedModel(ctx.models.get(spec), out / "cache.sqlite")
+            assert shared is not None
+            lm = CachedModel(shared, out / "cache.sqlite")
             simulator = Simulator(
                 lm, store, settings, library=ctx.prompts, cultures=cultures, console=ctx.console
             )
@@ -147,6 +150,7 @@ def run(section: SimulateSection, ctx: RunContext) -> StageResult:
         "left_failed": summary.left_failed,
         "stop_reasons": dict(summary.stop_reasons.most_common()),
         "tokens_per_second": report["tokens_per_second"],
+        "intent_placeholders": summary.intent_placeholders,
     }
     return StageResult(
         counts=counts,

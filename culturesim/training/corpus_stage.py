@@ -22,6 +22,7 @@ from culturesim.context import (
     write_text_atomic,
 )
 from culturesim.models.embeddings import CORPUS_DEDUP_THRESHOLD
+from culturesim.prompt_library import echoes_placeholder
 from culturesim.records import (
     Answer,
     Dialogue,
@@ -152,6 +153,10 @@ def run(section: CorpusSection, ctx: RunContext) -> StageResult:
         "dpo": dpo_rows,
     }
     for name, rows in families.items():
+        # A row that carries a template placeholder ("<one sentence>") is refused outright.
+        clean = [r for r in rows if not echoes_placeholder(r.text)]
+        removed[f"{name} template placeholders"] += len(rows) - len(clean)
+        rows = clean
         if name == "clca_intent":
             # An intent view stands or falls with its dialogue's views, deduplicated above.
             surviving = {r.source_record for r in families["clca_dialogue"]}
