@@ -74,7 +74,7 @@ def test_dry_run_prints_counts_and_writes_nothing(tmp_path: Path) -> None:
 
 def test_gpu_config_validates_and_plans_the_paper_scale_run() -> None:
     output = run_cli("run", str(DEMO.parent / "gpu-llama3-8b.yaml"), "--dry-run")
-    assert "768 episodes × 2 = 1536 dialogues" in output
+    assert "1080 episodes × 2 = 2160 dialogues" in output  # 45 scenarios × 24 casts
     assert "13 topics × 1000" in output
 
 
