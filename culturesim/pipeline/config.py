@@ -1,7 +1,8 @@
 """The run config: one YAML file that describes the whole loop, validated with pydantic.
 
-Every section is optional; a stage runs when its section is present. Relative paths are taken
-from the directory the command runs in, as on the command line. `--set a.b=value` overrides one
+Every section is optional; a stage runs when its section is present. Relative input paths
+(survey, scenario, culture and prompt folders, question files) are taken from the config file's
+folder, so a run starts the same from anywhere; `out` is taken from where the command runs. `--set a.b=value` overrides one
 field, so a config can be reused with another model or a smaller size without copying it.
 """
 
@@ -103,9 +104,51 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+# Fields that name inputs: relative values in a config file are taken from the file's folder,
+# so a run starts the same from any directory. `out` (where to write) is taken from where the
+# command runs, like any output path on the command line, and so are `--set` values.
+INPUT_PATHS: dict[str | None, tuple[str, ...]] = {
+    None: ("prompts_dir", "culture_dirs"),
+    "simulate": ("scenario_dirs", "culture_dirs"),
+    "probe": ("topics_file", "seeds", "eval_questions"),
+    "judge": ("rubrics_dirs",),
+    "corpus": ("eval_questions",),
+    "evaluate": ("survey_dir",),
+}
+_NOT_A_PATH = ("smollm2", "hf:", "openai:", "ray:")
+
+
+def resolve_input_paths(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """The config with relative input paths (and local model directories) made absolute."""
+
+    def absolute(value: Any) -> Any:
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            return str((folder / value).resolve())
+        if isinstance(value, list):
+            return [absolute(v) for v in value]
+        return value
+
+    for section, keys in INPUT_PATHS.items():
+        target = data if section is None else data.get(section)
+        if not isinstance(target, dict):
+            continue
+        for key in keys:
+            if target.get(key) is not None:
+                target[key] = absolute(target[key])
+    models = data.get("models")
+    if isinstance(models, dict):
+        for role, spec in models.items():
+            if isinstance(spec, str) and not spec.startswith(_NOT_A_PATH):
+                candidate = folder / spec
+                if not Path(spec).is_absolute() and candidate.exists():
+                    models[role] = str(candidate.resolve())
+    return data
+
+
 def load_run_config(path: Path, overrides: list[str] | None = None) -> RunConfig:
     """Read, override and validate a run config; errors name the file and the field."""
     data = read_yaml_mapping(path, RunConfigError, "a run config's sections, see examples/")
+    data = resolve_input_paths(data, path.resolve().parent)
     data = apply_overrides(data, overrides or [])
     try:
         return RunConfig.model_validate(data)

