@@ -191,7 +191,7 @@ class RunContext:
     culture_dirs: tuple[Path, ...] = ()
     seed: int = 0
     retry_failed: bool = False
-    console: Console = field(default_factory=Console)
+    console: Console = field(default_factory=lambda: Console(emoji=False))
     show_progress: bool = True
 
     @property

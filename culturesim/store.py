@@ -57,6 +57,17 @@ def complete_lines(path: Path) -> Iterator[tuple[int, str]]:
         )
 
 
+def read_json_file(path: Path) -> Any:
+    """A JSON file, or a ValueError that names it, says where it breaks and what to do."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{path}:{error.lineno}:{error.colno}: not valid JSON ({error.msg}); the file was "
+            "cut or edited. Restore it, or remove it to start that run directory afresh"
+        ) from error
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """The JSON objects of a JSON-lines file; unreadable lines are warned about and skipped."""
     rows = []
@@ -191,7 +202,9 @@ class RunStore:
             raise FileNotFoundError(
                 f"{self.manifest_path} is missing: is {self.root} a run directory?"
             )
-        data: dict[str, Any] = json.loads(self.manifest_path.read_text())
+        data = read_json_file(self.manifest_path)
+        if not isinstance(data, dict):
+            raise ManifestMismatch(f"{self.manifest_path}: not a run manifest (a JSON object)")
         return data
 
     # ------------------------------------------------------------------ writing

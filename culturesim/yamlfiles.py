@@ -13,9 +13,18 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def validation_problems(error: ValidationError) -> str:
-    """Every problem of a pydantic error as "field 'a.b': message", joined by semicolons."""
+    """Every problem of a pydantic error as "field 'a.b': message (got VALUE)", joined by
+    semicolons; the value is shown when it is a single one, so the user sees what was read."""
+
+    def given(problem: Any) -> str:
+        value = problem.get("input")
+        if problem["type"] == "missing" or isinstance(value, dict | list | tuple):
+            return ""
+        return f" (got {value!r})"
+
     return "; ".join(
-        f"field '{'.'.join(str(p) for p in e['loc'])}': {e['msg']}" for e in error.errors()
+        f"field '{'.'.join(str(p) for p in e['loc'])}': {e['msg']}{given(e)}"
+        for e in error.errors()
     )
 
 

@@ -10,7 +10,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from culturesim.models.base import GenerationParams, ModelError, ScoringUnsupported
-from culturesim.models.openai_backend import OpenAIModel
+from culturesim.models.openai_backend import OpenAIModel, retry_log_of
+from culturesim.models.registry import build_model
+from culturesim.models.retry import RetryingModel
 from culturesim.models.server import create_app
 from culturesim.models.transformers_backend import TransformersModel
 from tests.helpers import free_port, running
@@ -76,7 +78,7 @@ def test_chat_scoring_without_tokenizer_says_when_it_cannot_be_exact(
 def test_retries_recover_from_server_errors(tiny_model_dir: Path) -> None:
     app = failing_first(create_app(TransformersModel.from_pretrained(tiny_model_dir)), failures=3)
     with running(app) as url:
-        remote = OpenAIModel("tiny", url, max_retries=4, backoff_s=0.01)
+        remote = RetryingModel(OpenAIModel("tiny", url), max_retries=4, backoff_s=0.01)
         reply = remote.generate(["Hello"], GenerationParams(max_new_tokens=3))[0]
         assert reply.completion_tokens == 3
         assert remote.log.retries == 3 and remote.log.failures == 0
@@ -89,18 +91,49 @@ def test_exhausted_retries_raise_an_error_naming_the_url(tiny_model_dir: Path) -
         create_app(TransformersModel.from_pretrained(tiny_model_dir)), failures=100, status=503
     )
     with running(app) as url:
-        remote = OpenAIModel("tiny", url, max_retries=2, backoff_s=0.01)
-        with pytest.raises(ModelError, match=url.replace(".", r"\.")):
+        # Through the registry: the spec's retry options reach the retry wrapper.
+        remote = build_model(f"openai:tiny@{url}?retries=2&backoff=0.01")
+        assert isinstance(remote, RetryingModel) and isinstance(remote.inner, OpenAIModel)
+        with pytest.raises(ModelError, match=url.replace(".", r"\.") + ".* after 3 tries"):
             remote.generate(["Hello"])
-        assert remote.log.retries == 2 and remote.log.failures == 1
+        log = retry_log_of(remote)
+        assert log is not None and log.retries == 2 and log.failures == 1
+        assert log.errors == {"InternalServerError": 3}
+        remote.close()
+
+
+def test_a_refused_request_is_not_retried_and_names_the_url(tiny_model_dir: Path) -> None:
+    app = failing_first(
+        create_app(TransformersModel.from_pretrained(tiny_model_dir)), failures=100, status=400
+    )
+    with running(app) as url:
+        remote = RetryingModel(OpenAIModel("tiny", url), max_retries=4, backoff_s=0.01)
+        with pytest.raises(ModelError, match=r"refused the request.*HTTP 400"):
+            remote.generate(["Hello"])
+        assert remote.log.retries == 0 and remote.log.failures == 0 and not remote.log.errors
+        remote.close()
+
+
+def test_the_bare_backend_tries_once_and_raises_the_transient_error(tiny_model_dir: Path) -> None:
+    import openai
+
+    app = failing_first(create_app(TransformersModel.from_pretrained(tiny_model_dir)), failures=1)
+    with running(app) as url:
+        remote = OpenAIModel("tiny", url)
+        with pytest.raises(openai.InternalServerError):
+            remote.generate(["Hello"])
+        assert remote.generate(["Hello"], GenerationParams(max_new_tokens=2))[0].text
         remote.close()
 
 
 def test_unreachable_server_is_named() -> None:
     url = f"http://127.0.0.1:{free_port()}/v1"
-    remote = OpenAIModel("tiny", url, max_retries=1, backoff_s=0.01, timeout_s=2)
+    remote = RetryingModel(
+        OpenAIModel("tiny", url, timeout_s=2), max_retries=1, backoff_s=0.01, where=url
+    )
     with pytest.raises(ModelError, match="Is the server running"):
         remote.generate(["Hello"])
+    assert remote.log.errors == {"APIConnectionError": 2}
     remote.close()
 
 

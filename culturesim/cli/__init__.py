@@ -8,10 +8,10 @@ from dataclasses import asdict
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from culturesim import __version__
+from culturesim.cli.common import console, errors, fail
 from culturesim.cli.corpus import corpus
 from culturesim.cli.cultures import cultures_app
 from culturesim.cli.evaluate import evaluate_app
@@ -44,8 +44,6 @@ app.command("corpus")(corpus)
 app.command("train")(train)
 app.command("run")(run)
 app.command("report")(report)
-console = Console()
-errors = Console(stderr=True)
 
 ModelOption = Annotated[
     str, typer.Option("--model", "-m", help="smollm2 | PATH | hf:ID | openai:MODEL@URL")
@@ -76,11 +74,6 @@ def main(
     import datasets
 
     datasets.disable_progress_bars()
-
-
-def fail(message: str) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {message}")
-    return typer.Exit(code=1)
 
 
 @models_app.command("list")

@@ -22,8 +22,8 @@ from culturesim.context import ModelFactory, StageFailed, StageSection
 from culturesim.models.base import ModelError
 from culturesim.yamlfiles import validation_problems
 
-console = Console()
-errors = Console(stderr=True)
+console = Console(emoji=False)  # user text like ray:x:smollm2 must not become emoji
+errors = Console(stderr=True, emoji=False)
 
 S = TypeVar("S", bound=StageSection)
 

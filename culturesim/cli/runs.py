@@ -6,12 +6,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from culturesim.cli.common import console, errors
+
 runs_app = typer.Typer(help="Inspect and check run directories.", no_args_is_help=True)
-console = Console()
-errors = Console(stderr=True)
 
 
 @runs_app.command("verify")

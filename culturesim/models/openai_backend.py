@@ -1,11 +1,16 @@
 """OpenAI-compatible HTTP backend: vLLM, Ollama, llama.cpp server, `culturesim serve`, hosted APIs.
 
 Requests go out concurrently (bounded by `max_concurrency`) from a private event loop, so the
-synchronous `generate` works from any thread, inside or outside a running loop. Transient
-failures (429, 5xx, timeouts, refused connections, bodies that are not JSON, completions cut
-off without a finish reason) are retried with exponential back-off and counted by kind; what
-still fails after the last try raises a ModelError that names the URL. Several URLs are
+synchronous `generate` works from any thread, inside or outside a running loop. Several URLs are
 replicas: requests go to the live one with the fewest in flight.
+
+Retrying is not done here but by the `retry.RetryingModel` wrapper (`build_model` always wraps
+an openai: model in one): wrapping hands this model the wrapper's retrier, and each request's
+tries then run through it (tenacity around the request's coroutine), so a flaky request is
+retried alone, possibly on another replica, while the rest of its batch goes on. Unwrapped, each
+request is one try and a transient failure (429, 5xx, timeouts, refused connections, bodies that
+are not JSON, completions cut off without a finish reason: `retry.TRANSIENT`) is raised as it is.
+A request the server refuses (another 4xx) raises a ModelError that names the URL, unretried.
 
 Scoring needs prompt log-probabilities. For raw-text prompts it asks `/v1/completions` to echo
 the prompt plus candidate with per-token log-probs (vLLM, llama.cpp and `culturesim serve` do).
@@ -17,14 +22,11 @@ candidate is not covered it says so instead of guessing.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import random
 import threading
 import time
-from collections import Counter
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import openai
@@ -38,42 +40,13 @@ from culturesim.models.base import (
     check_candidates,
     per_prompt_params,
 )
+from culturesim.models.retry import TRANSIENT, AsyncRetrier, MalformedResponse
+
+# Re-exported: callers that read an openai model's retry figures import them from here.
+from culturesim.models.retry import RetryLog as RetryLog
+from culturesim.models.retry import retry_log_of as retry_log_of
 
 T = TypeVar("T")
-
-
-class MalformedResponse(Exception):
-    """The server answered, but not with a usable completion (no choices, no finish reason,
-    a body that is not the API's JSON). Retried like a transient failure."""
-
-
-RETRYABLE: tuple[type[Exception], ...] = (
-    openai.APIConnectionError,
-    openai.APITimeoutError,
-    openai.RateLimitError,
-    openai.InternalServerError,
-    openai.APIResponseValidationError,
-    json.JSONDecodeError,
-    MalformedResponse,
-)
-
-
-@dataclass
-class RetryLog:
-    """What the backend went through: requests, retries, failures, and errors by kind."""
-
-    requests: int = 0
-    retries: int = 0
-    failures: int = 0
-    errors: Counter[str] = field(default_factory=Counter)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "requests": self.requests,
-            "retries": self.retries,
-            "failures": self.failures,
-            "errors": dict(self.errors),
-        }
 
 
 @dataclass
@@ -95,6 +68,9 @@ class OpenAIModel:
     requests in flight. A replica that fails `trip_after` times in a row rests for
     `rest_s` seconds while the others take its share. One semaphore bounds the requests in
     flight across all replicas (`max_concurrency`), so adding replicas never overloads any.
+
+    It is a `retry.ConcurrentModel`: wrapped in a `RetryingModel` (as `build_model` does), each
+    request's tries run through the wrapper's retrier; unwrapped, each request is one try.
     """
 
     def __init__(
@@ -105,9 +81,6 @@ class OpenAIModel:
         api_key_env: str = "OPENAI_API_KEY",
         max_concurrency: int = 16,
         timeout_s: float = 60.0,
-        max_retries: int = 4,
-        backoff_s: float = 0.5,
-        max_backoff_s: float = 20.0,
         tokenizer_path: str | None = None,
         top_logprobs: int = 20,
         trip_after: int = 3,
@@ -128,13 +101,9 @@ class OpenAIModel:
             for url in self.base_urls
         ]
         self.max_concurrency = max_concurrency
-        self.max_retries = max_retries
-        self.backoff_s = backoff_s
-        self.max_backoff_s = max_backoff_s
         self.top_logprobs = top_logprobs
         self.trip_after = trip_after
         self.rest_s = rest_s
-        self.log = RetryLog()
         self._tokenizer: Any = None
         if tokenizer_path:
             from transformers import AutoTokenizer
@@ -142,6 +111,7 @@ class OpenAIModel:
             self._tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
         self._loop = asyncio.new_event_loop()
         self._semaphore: asyncio.Semaphore | None = None
+        self._retrier: AsyncRetrier | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
 
@@ -151,6 +121,10 @@ class OpenAIModel:
 
     # ------------------------------------------------------------------ plumbing
 
+    def retry_requests_with(self, retrier: AsyncRetrier | None) -> None:
+        """Run each request's tries through `retrier` (a RetryingModel's); None: one try each."""
+        self._retrier = retrier
+
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
@@ -159,57 +133,53 @@ class OpenAIModel:
         awake = [r for r in self.replicas if r.resting_until <= now] or self.replicas
         return min(awake, key=lambda r: (r.in_flight, r.served))
 
-    def _failed(self, replica: Replica, error: Exception) -> None:
-        self.log.errors[type(error).__name__] += 1
+    def _failed(self, replica: Replica) -> None:
         replica.consecutive_failures += 1
         if replica.consecutive_failures >= self.trip_after:
             replica.resting_until = time.monotonic() + self.rest_s
             replica.consecutive_failures = 0
 
     async def _call(self, make_request: Any, check: Any = None) -> Any:
-        """Send one request with bounded concurrency, load balancing and back-off retries.
+        """Send one request with bounded concurrency, through the retrier when there is one.
 
-        `check` validates the response; a MalformedResponse it raises is retried too, so a
-        truncated or garbled answer is asked for again rather than recorded.
+        The semaphore is held for the request's every try and the waits between them, so
+        `max_concurrency` bounds requests, retried or not, as a struggling server would want.
         """
         if self._semaphore is None:
             self._semaphore = asyncio.Semaphore(self.max_concurrency)
         async with self._semaphore:
-            self.log.requests += 1
-            last_error: Exception | None = None
-            for attempt in range(self.max_retries + 1):
-                replica = self._pick()
-                replica.in_flight += 1
-                try:
-                    response = await make_request(replica.client)
-                    if check is not None:
-                        check(response)
-                    replica.consecutive_failures = 0
-                    replica.served += 1
-                    return response
-                except RETRYABLE as error:
-                    last_error = error
-                    self._failed(replica, error)
-                except openai.APIStatusError as error:
-                    raise ModelError(
-                        f"{replica.url} refused the request for model {self.model!r} "
-                        f"(HTTP {error.status_code}): {error.message}. Check the model name and "
-                        f"the server's options."
-                    ) from error
-                finally:
-                    replica.in_flight -= 1
-                if attempt == self.max_retries:
-                    break
-                self.log.retries += 1
-                delay = min(self.max_backoff_s, self.backoff_s * 2**attempt)
-                await asyncio.sleep(delay * (0.5 + random.random() / 2))
-            self.log.failures += 1
+            if self._retrier is None:
+                return await self._try(make_request, check)
+            return await self._retrier(lambda: self._try(make_request, check))
+
+    async def _try(self, make_request: Any, check: Any) -> Any:
+        """One try of a request on the replica with the fewest in flight.
+
+        `check` validates the response; the MalformedResponse it raises is transient like a 5xx,
+        so a truncated or garbled answer is asked for again rather than recorded. A transient
+        failure counts against its replica (`trip_after` in a row and it rests) and is raised as
+        it is; a request the server refuses raises a ModelError naming the URL.
+        """
+        replica = self._pick()
+        replica.in_flight += 1
+        try:
+            response = await make_request(replica.client)
+            if check is not None:
+                check(response)
+        except TRANSIENT:
+            self._failed(replica)
+            raise
+        except openai.APIStatusError as error:
             raise ModelError(
-                f"could not get an answer from {', '.join(self.base_urls)} after "
-                f"{self.max_retries + 1} tries ({type(last_error).__name__}: {last_error}). "
-                "Is the server running and reachable? Start one with `culturesim serve` or vLLM, "
-                "or raise the timeout."
-            ) from last_error
+                f"{replica.url} refused the request for model {self.model!r} "
+                f"(HTTP {error.status_code}): {error.message}. Check the model name and "
+                f"the server's options."
+            ) from error
+        finally:
+            replica.in_flight -= 1
+        replica.consecutive_failures = 0
+        replica.served += 1
+        return response
 
     # ------------------------------------------------------------------ generate
 
@@ -359,17 +329,6 @@ class OpenAIModel:
             self._run(replica.client.close())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
-
-
-def retry_log_of(model: Any) -> RetryLog | None:
-    """The RetryLog of an OpenAIModel, looking through wrappers (cache, meter); else None."""
-    seen = 0
-    while model is not None and seen < 8:
-        if isinstance(model, OpenAIModel):
-            return model.log
-        model = getattr(model, "inner", None)
-        seen += 1
-    return None
 
 
 def _check_choice(response: Any) -> None:

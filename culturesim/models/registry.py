@@ -98,13 +98,16 @@ def build_model(
         )
     elif spec.startswith("openai:"):
         from culturesim.models.openai_backend import OpenAIModel
+        from culturesim.models.retry import RetryingModel
 
         name, urls, options = parse_openai_spec(spec)
         if adapter is not None:
             raise ModelError(
                 "adapters are applied by the server for openai: models (vLLM --lora-modules)"
             )
-        model = OpenAIModel(name, urls, **options)
+        # The backend sends each request once; retries (and their options) are the wrapper's.
+        retrying = {k: options.pop(k) for k in ("max_retries", "backoff_s") if k in options}
+        model = RetryingModel(OpenAIModel(name, urls, **options), where=", ".join(urls), **retrying)
     else:
         from culturesim.models.transformers_backend import TransformersModel
 

@@ -80,7 +80,7 @@ def context_for(
         culture_dirs=tuple(Path(p) for p in config.culture_dirs),
         seed=config.seed,
         retry_failed=config.retry_failed,
-        console=console or Console(),
+        console=console or Console(emoji=False),
         show_progress=show_progress,
     )
 

@@ -7,7 +7,6 @@ reported as not run; nothing here calls a model.
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from culturesim.records import (
     Verdict,
     latest_decisions,
 )
-from culturesim.store import RunStore, read_jsonl
+from culturesim.store import RunStore, read_json_file, read_jsonl
 
 
 @dataclass
@@ -50,7 +49,7 @@ class ReportData:
 
 
 def _json_file(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_json_file(path) if path.exists() else None
 
 
 def _find(root: Path, stage: str, marker: str) -> Path | None:

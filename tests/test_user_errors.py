@@ -1,0 +1,115 @@
+"""The first mistakes a new user makes, through the real command line in a subprocess: each
+ends with a non-zero exit, a message naming the file, field, value or URL, and no traceback.
+Where a retry applies, the corrected command then succeeds in the same run directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.evaluation_fixtures import write_survey
+
+pytestmark = pytest.mark.slow  # one Python start per case
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "250", "CULTURESIM_DEBUG": ""}
+    command = [sys.executable, "-c", "from culturesim.cli import app; app()", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+
+
+def refused(result: subprocess.CompletedProcess[str], *named: str) -> str:
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0, output
+    assert "Traceback" not in output, output
+    for text in named:
+        assert text in output, (text, output)
+    return output
+
+
+def test_an_unreachable_server_is_named_with_what_to_do() -> None:
+    url = "http://127.0.0.1:9/v1"
+    output = refused(cli("chat", "--model", f"openai:m@{url}?retries=0", "hello"), url)
+    assert "culturesim serve" in output or "running" in output
+
+
+def test_checking_a_folder_that_does_not_exist(tmp_path: Path) -> None:
+    refused(cli("scenarios", "check", str(tmp_path / "nowhere")), "nowhere", "no such")
+
+
+def test_a_bad_mode_names_the_field(tmp_path: Path, tiny_model_dir: Path) -> None:
+    write_survey(tmp_path / "survey")
+    out = tmp_path / "eval"
+    args = ["evaluate", "wvs", "-m", str(tiny_model_dir), "--survey-dir", str(tmp_path / "survey")]
+    refused(cli(*args, "--out", str(out), "--mode", "foo"), "mode", "foo")
+    assert not (out / "manifest.json").exists(), "a refused command leaves nothing behind"
+
+
+def test_a_missing_answers_file(tmp_path: Path) -> None:
+    questions, shares = write_survey(tmp_path / "survey")
+    missing = tmp_path / "answers.json"
+    result = cli(
+        "evaluate", "score", "--questions", str(questions), "--survey", str(shares),
+        "--answers", str(missing),
+    )  # fmt: skip
+    refused(result, "answers.json")
+
+
+def test_torn_manifests_are_named_for_report_and_simulate(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text('{\n  "config": {\n    "command": "simulate",\n    "x": ')
+    refused(cli("report", str(run)), "manifest.json", "not valid JSON")
+    result = cli("simulate", "--out", str(run), "--scenarios", "borrow_money", "--cultures", "USA")
+    refused(result, "manifest.json", "not valid JSON")
+
+
+def test_a_bad_model_does_not_lock_the_run_directory(tmp_path: Path, tiny_model_dir: Path) -> None:
+    out = tmp_path / "sim"
+    base = ["simulate", "--out", str(out), "--scenarios", "borrow_money", "--cultures", "USA"]
+    base += ["--per-episode", "1", "--max-turns", "2", "--no-intents"]
+    refused(cli(*base, "--model", str(tmp_path / "no-such-model")), "no-such-model")
+    fixed = cli(*base, "--model", str(tiny_model_dir))
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert (out / "dialogue.jsonl").exists()
+
+
+def test_selecting_no_scenario_is_an_error(tmp_path: Path) -> None:
+    out = tmp_path / "sim"
+    refused(cli("simulate", "--out", str(out), "--scenarios", ""), "no scenarios selected")
+    refused(cli("simulate", "--out", str(out), "--scenarios", "tag:nosuch"), "tag:nosuch")
+
+
+def test_brackets_in_user_text_are_printed_as_written(tmp_path: Path) -> None:
+    folder = tmp_path / "tpl[red]x"
+    refused(cli("scenarios", "check", str(folder)), "tpl[red]x")
+    refused(cli("chat", "--model", "ray:x:smollm2", "hi"), "ray:x:smollm2")
+
+
+def test_a_run_config_reads_its_inputs_from_its_own_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "configs"
+    (folder / "data").mkdir(parents=True)
+    write_survey(folder / "data" / "survey")
+    config = folder / "eval.yaml"
+    config.write_text(
+        f"out: {tmp_path / 'out'}\nevaluate:\n  survey_dir: data/survey\n  guard: false\n"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    plan = cli("run", str(config), "--dry-run", cwd=elsewhere)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    broken = folder / "broken.yaml"
+    broken.write_text(f"out: {tmp_path / 'out2'}\nevaluate:\n  survey_dir: data/nothing\n")
+    refused(cli("run", str(broken), "--dry-run", cwd=elsewhere), "evaluate.survey_dir", "nothing")
+
+
+def test_results_json_has_no_nan(tmp_path: Path) -> None:
+    from culturesim.context import write_json_atomic
+
+    path = write_json_atomic(tmp_path / "results.json", {"kl": float("nan")})
+    assert "NaN" not in path.read_text() and json.loads(path.read_text()) == {"kl": None}
