@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 import yaml
+from rich.markup import escape
 from rich.table import Table
 
 from culturesim.cli.common import console, debug_enabled, errors, fail, model_factory
@@ -36,7 +37,13 @@ def run(
     from culturesim.context import StageFailed
     from culturesim.models.base import ModelError
     from culturesim.pipeline.config import RunConfigError, load_run_config
-    from culturesim.pipeline.runner import choose_stages, context_for, plan, run_stages
+    from culturesim.pipeline.runner import (
+        choose_stages,
+        context_for,
+        input_problems,
+        plan,
+        run_stages,
+    )
     from culturesim.store import ManifestMismatch, RunStore
 
     try:
@@ -50,6 +57,11 @@ def run(
     for stage in planned:
         table.add_row(stage.name, stage.work, stage.status)
     console.print(table)
+    problems = input_problems(settings)
+    for problem in problems:
+        errors.print(f"[bold red]error:[/] {escape(problem)}")
+    if problems:
+        raise fail(f"{config}: fix the {len(problems)} problem(s) above before running")
     if dry_run:
         return
     ctx = context_for(settings, models=model_factory(), console=console)

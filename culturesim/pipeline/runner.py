@@ -119,9 +119,9 @@ def choose_stages(config: RunConfig, wanted: str | None) -> list[str]:
     return [s for s in STAGES if s in names]
 
 
-def check_inputs(config: RunConfig) -> None:
-    """Every input path exists and every model spec can be built here, checked before any
-    work starts; raises ValueError listing all problems at once."""
+def input_problems(config: RunConfig) -> list[str]:
+    """What would stop the run here: input paths that do not exist and model specs that cannot
+    be built on this machine; checked before any work starts (and by --dry-run)."""
     from culturesim.pipeline.config import INPUT_PATHS
 
     problems = []
@@ -151,14 +151,12 @@ def check_inputs(config: RunConfig) -> None:
                 f"models.{role}: {spec!r} is neither a known backend nor a local model folder "
                 "(use smollm2, PATH, hf:ID, openai:MODEL@URL or ray:N:SPEC)"
             )
-    if problems:
-        raise ValueError("the run config cannot run: " + "; ".join(problems))
+    return problems
 
 
 def plan(config: RunConfig, stages: Sequence[str], force: bool = False) -> list[PlannedStage]:
     """What each stage would do, with counts worked out from the config alone (no model);
-    inputs, model specs, scenarios and cultures are checked on the way."""
-    check_inputs(config)
+    scenarios and cultures are checked on the way (see `input_problems` for paths and models)."""
     from culturesim.evaluation.stage import trained_adapter
     from culturesim.roleplay.stage import plan_episodes
 
