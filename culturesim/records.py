@@ -47,6 +47,15 @@ class Record(BaseModel):
     kind: ClassVar[str] = "record"
 
     id: str = ""
+    digest: str = Field(
+        default="",
+        description="a hash of the whole content, written with the record and checked on "
+        "reading, so an edit to what the id does not cover (a dialogue's turns) is caught",
+    )
+
+    def content_digest(self) -> str:
+        """The hash of every field but `id` and `digest`."""
+        return stable_hash(self.model_dump(mode="json", exclude={"id", "digest"}))
 
     def computed_id(self) -> str:
         """The id this record's identifying fields hash to."""
@@ -64,11 +73,19 @@ class Record(BaseModel):
                 f"{type(self).__name__} id {self.id!r} does not match its content "
                 f"(expected {expected!r}); the record was edited or corrupted"
             )
+        if not self.digest:
+            object.__setattr__(self, "digest", self.content_digest())
+        elif self.digest != self.content_digest():
+            raise ValueError(
+                f"{type(self).__name__} {self.id}: its content does not match the digest written "
+                "with it; the record was edited or corrupted after it was written"
+            )
         return self
 
     def to_json(self) -> str:
-        """One line of JSON, the form records take in a run directory."""
-        return self.model_dump_json()
+        """One line of JSON, the form records take in a run directory, with the digest of the
+        content as it is now (a copy made with `model_copy` may carry a stale one)."""
+        return self.model_copy(update={"digest": self.content_digest()}).model_dump_json()
 
     @classmethod
     def from_json(cls, line: str) -> Self:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from culturesim.records import Question
+from culturesim.records import Dialogue, Question, Turn
 from culturesim.store import ManifestMismatch, RunStore, StoreWarning
 
 
@@ -27,8 +27,9 @@ def test_manifest_records_config_versions_and_seed(tmp_path: Path) -> None:
 
 
 def test_reopening_with_another_config_is_refused(tmp_path: Path) -> None:
-    RunStore.open(tmp_path / "run", {"cultures": ["JPN"]}, seed=1)
+    store = RunStore.open(tmp_path / "run", {"cultures": ["JPN"]}, seed=1)
     RunStore.open(tmp_path / "run", {"cultures": ["JPN"]}, seed=1)  # same config resumes
+    store.append(Question(topic="t", text="Is a question here?", options=("Yes", "No")))
     with pytest.raises(ManifestMismatch, match="cultures"):
         RunStore.open(tmp_path / "run", {"cultures": ["MEX"]}, seed=1)
     with pytest.raises(ManifestMismatch, match="seed"):
@@ -87,3 +88,22 @@ def test_concurrent_processes_never_interleave_lines(tmp_path: Path) -> None:
     lines = RunStore(tmp_path).path_for("question").read_text().splitlines()
     assert len(lines) == 200
     assert all(Question.from_json(line) for line in lines)
+
+
+def test_a_directory_without_records_can_take_a_new_config(tmp_path: Path) -> None:
+    """A first attempt that failed before writing a record does not lock its directory."""
+    RunStore.open(tmp_path / "run", {"model": "typo"}, seed=1)
+    store = RunStore.open(tmp_path / "run", {"model": "smollm2"}, seed=1)
+    assert store.manifest()["config"]["model"] == "smollm2"
+
+
+def test_an_edit_to_a_record_is_caught_by_its_digest(tmp_path: Path) -> None:
+    """A dialogue's id covers its lineage, not its turns; the digest covers the turns."""
+    store = RunStore.open(tmp_path / "run", {"x": 1})
+    turn = Turn(index=0, speaker="host", action="speak", utterance="Please come in.")
+    store.append(Dialogue(episode_id="epi-1", sample_index=0, model="m", turns=(turn,)))
+    assert len(store.read(Dialogue)) == 1
+    path = store.path_for("dialogue")
+    path.write_text(path.read_text().replace("Please come in.", "Go away."))
+    with pytest.warns(StoreWarning, match=r"dialogue\.jsonl:1: unreadable record"):
+        assert store.read(Dialogue) == []

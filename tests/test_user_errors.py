@@ -113,3 +113,16 @@ def test_results_json_has_no_nan(tmp_path: Path) -> None:
 
     path = write_json_atomic(tmp_path / "results.json", {"kl": float("nan")})
     assert "NaN" not in path.read_text() and json.loads(path.read_text()) == {"kl": None}
+
+
+def test_runs_verify_notices_an_edited_dialogue(tmp_path: Path) -> None:
+    from tests.helpers import make_run
+
+    run = make_run(tmp_path)
+    assert cli("runs", "verify", str(run)).returncode == 0
+    path = run / "dialogue.jsonl"
+    lines = path.read_text().splitlines()
+    first = json.loads(lines[0])
+    first["turns"][0]["utterance"] = "Something nobody said."
+    path.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    refused(cli("runs", "verify", str(run)), "dialogue.jsonl")
