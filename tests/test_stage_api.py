@@ -187,3 +187,27 @@ def test_a_users_prompt_folder_reaches_the_corpus_views(tmp_path: Path) -> None:
     views = [r for r in rows if r["source"] == "clca_dialogue"]
     turns = [m["content"] for r in views for m in r["messages"] if m["role"] == "assistant"]
     assert turns and all(" >> " in t for t in turns), turns[:3]
+
+
+def test_the_report_shows_a_standalone_evaluation_run(tmp_path: Path) -> None:
+    """Fixed: for an `evaluate wvs --out DIR` run every report section was empty."""
+    from culturesim.evaluation.stage import EvaluateSection, Variant, run
+    from culturesim.report.build import build_report
+    from culturesim.report.collect import collect
+
+    write_survey(tmp_path / "survey")
+    (tmp_path / "survey" / "proportions_group_by_country.json").write_text(
+        json.dumps({"JPN": {"Q1": {"1": 0.7, "2": 0.3}, "Q2": {"2": 1.0}}})
+    )
+    out = tmp_path / "eval"
+    ctx = RunContext(
+        layout=RunLayout(out, {"evaluate": out, "survey": out}),
+        models=_factory(m=RecordingModel()),
+        show_progress=False,
+    )
+    section = EvaluateSection(survey_dir=str(tmp_path / "survey"), cultures="JPN", guard=False)
+    run(section, ctx, [Variant("m", "m")])
+    data = collect(out)
+    assert {row["model"] for row in data.survey_summary} >= {"scripted"}
+    html = build_report(out).read_text()
+    assert "scripted" in html and "No evaluation" not in html

@@ -80,11 +80,19 @@ def collect(root: Path) -> ReportData:
     probe = _find(root, "probe", "question.jsonl")
     if probe is not None:
         _collect_probe(probe, data)
-    data.training = [row for row in read_jsonl(root / "train" / "metrics.jsonl")]
-    survey = _json_file(root / "evaluate" / "survey" / "results.json") or {}
-    data.survey_summary = survey.get("summary", [])
-    data.guard = _json_file(root / "evaluate" / "guard.json") or []
-    data.evaluation_images = sorted((root / "evaluate" / "survey").glob("*.png"))
+    train = _find(root, "train", "metrics.jsonl")
+    data.training = read_jsonl(train / "metrics.jsonl") if train is not None else []
+    # A loop keeps survey results in evaluate/survey; `evaluate wvs --out DIR` in DIR itself.
+    survey_dir = next(
+        (d for d in (root / "evaluate" / "survey", root) if (d / "results.json").exists()), None
+    )
+    if survey_dir is not None:
+        data.survey_summary = (_json_file(survey_dir / "results.json") or {}).get("summary", [])
+        data.evaluation_images = sorted(survey_dir.glob("*.png"))
+    guard = next(
+        (p for p in (root / "evaluate" / "guard.json", root / "guard.json") if p.exists()), None
+    )
+    data.guard = _json_file(guard) if guard is not None else []
     return data
 
 
