@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -28,6 +28,17 @@ errors = Console(stderr=True, emoji=False)
 S = TypeVar("S", bound=StageSection)
 
 ModelHelp = "smollm2 | PATH | hf:ID | openai:MODEL@URL | ray:N:SPEC"
+
+# Folder options, named one way on every command (the run config's keys: prompts_dir,
+# culture_dirs, scenario_dirs).
+PromptsDirOption = Annotated[
+    list[Path] | None,
+    typer.Option("--prompts-dir", help="Your prompt templates, searched first (repeatable)."),
+]
+CultureDirOption = Annotated[
+    list[Path] | None,
+    typer.Option("--culture-dir", help="A folder of your culture files (repeatable)."),
+]
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

@@ -8,7 +8,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from culturesim.cli.common import build_section, console, default, door, model_factory
+from culturesim.cli.common import (
+    CultureDirOption,
+    PromptsDirOption,
+    build_section,
+    console,
+    default,
+    door,
+    model_factory,
+)
 from culturesim.training.corpus_stage import CorpusSection
 
 C = CorpusSection
@@ -36,13 +44,8 @@ def corpus(
         bool | None, typer.Option(help="Use dialogues of runs never judged (not recommended).")
     ] = None,
     embeddings: Annotated[bool | None, typer.Option("--embeddings/--no-embeddings")] = None,
-    prompts_dir: Annotated[
-        list[Path] | None,
-        typer.Option("--prompts-dir", help="Your prompt templates, searched first."),
-    ] = None,
-    culture_dir: Annotated[
-        list[Path] | None, typer.Option("--culture-dir", help="Your culture folder (repeatable).")
-    ] = None,
+    prompts_dir: PromptsDirOption = None,
+    culture_dir: CultureDirOption = None,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Build CLCA views, CultureSPA sets (joint and per culture) and DPO pairs."""

@@ -10,21 +10,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from culturesim.cli.common import console, door
+from culturesim.cli.common import CultureDirOption, console, door
 
 cultures_app = typer.Typer(
     help="List, show, write and check culture profiles.", no_args_is_help=True
 )
 
-CultureDirsOption = Annotated[
-    list[Path] | None,
-    typer.Option("--culture-dir", help="A folder of your culture files (repeatable)."),
-]
-
 
 @cultures_app.command("list")
 def list_cultures(
-    culture_dirs: CultureDirsOption = None,
+    culture_dirs: CultureDirOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Every culture: code, name, region, and where its profile comes from."""
@@ -56,7 +51,7 @@ def list_cultures(
 @cultures_app.command("show")
 def show(
     code: Annotated[str, typer.Argument(help="Culture code, e.g. JPN.")],
-    culture_dirs: CultureDirsOption = None,
+    culture_dirs: CultureDirOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """One culture: its scores, the cues agents are given in words, and its name pools."""

@@ -9,7 +9,16 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from culturesim.cli.common import build_section, console, default, door, fail, model_factory
+from culturesim.cli.common import (
+    CultureDirOption,
+    PromptsDirOption,
+    build_section,
+    console,
+    default,
+    door,
+    fail,
+    model_factory,
+)
 from culturesim.evaluation.published import country_from_name, score_answer_file
 from culturesim.evaluation.stage import EvaluateSection
 from culturesim.evaluation.survey import SurveyFileError, load_culturespa
@@ -119,13 +128,8 @@ def wvs_command(
         ),
     ] = None,
     guard: Annotated[bool, typer.Option(help="Also run the general-ability sanity set.")] = False,
-    prompts_dir: Annotated[
-        list[Path] | None,
-        typer.Option("--prompts-dir", help="Your prompt templates, searched first."),
-    ] = None,
-    culture_dir: Annotated[
-        list[Path] | None, typer.Option("--culture-dir", help="Your culture folder (repeatable).")
-    ] = None,
+    prompts_dir: PromptsDirOption = None,
+    culture_dir: CultureDirOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Evaluate one or more models (or adapters) on a survey, per culture, side by side."""
@@ -201,10 +205,7 @@ def guard_command(
     benchmark: Annotated[
         Path | None, typer.Option(help="MMLU-style JSONL; the built-in sanity set by default.")
     ] = None,
-    prompts_dir: Annotated[
-        list[Path] | None,
-        typer.Option("--prompts-dir", help="Your prompt templates, searched first."),
-    ] = None,
+    prompts_dir: PromptsDirOption = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Multiple-choice accuracy (via log-probabilities), to check fine-tuning kept general ability."""

@@ -8,7 +8,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from culturesim.cli.common import ModelHelp, build_section, console, door, fail, model_factory
+from culturesim.cli.common import (
+    CultureDirOption,
+    ModelHelp,
+    PromptsDirOption,
+    build_section,
+    console,
+    door,
+    fail,
+    model_factory,
+)
 from culturesim.judge.stage import JudgeSection
 
 
@@ -37,13 +46,8 @@ def judge(
     ] = None,
     attempts: Annotated[int | None, typer.Option(min=1)] = None,
     max_new_tokens: Annotated[int | None, typer.Option(min=8)] = None,
-    prompts_dir: Annotated[
-        list[Path] | None,
-        typer.Option("--prompts-dir", help="Your prompt templates, searched first."),
-    ] = None,
-    culture_dir: Annotated[
-        list[Path] | None, typer.Option("--culture-dir", help="Your culture folder (repeatable).")
-    ] = None,
+    prompts_dir: PromptsDirOption = None,
+    culture_dir: CultureDirOption = None,
     stats: Annotated[
         bool,
         typer.Option(

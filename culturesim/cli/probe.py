@@ -8,7 +8,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from culturesim.cli.common import ModelHelp, build_section, console, default, door, model_factory
+from culturesim.cli.common import (
+    CultureDirOption,
+    ModelHelp,
+    PromptsDirOption,
+    build_section,
+    console,
+    default,
+    door,
+    model_factory,
+)
 from culturesim.prober.stage import ProbeSection
 
 P = ProbeSection
@@ -68,13 +77,8 @@ def probe(
     ] = None,
     seed: Annotated[int, typer.Option()] = 0,
     batch_size: Annotated[int | None, typer.Option(min=1)] = None,
-    prompts_dir: Annotated[
-        list[Path] | None,
-        typer.Option("--prompts-dir", help="Your prompt templates, searched first."),
-    ] = None,
-    culture_dir: Annotated[
-        list[Path] | None, typer.Option("--culture-dir", help="Your culture folder (repeatable).")
-    ] = None,
+    prompts_dir: PromptsDirOption = None,
+    culture_dir: CultureDirOption = None,
 ) -> None:
     """Generate questions per topic, answer them culture-unaware and culture-aware, detect instances."""
     from culturesim.context import ModelRoles, RunContext, RunLayout

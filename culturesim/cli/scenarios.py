@@ -11,7 +11,14 @@ import yaml
 from rich.markup import escape
 from rich.table import Table
 
-from culturesim.cli.common import console, door, fail, model_factory
+from culturesim.cli.common import (
+    CultureDirOption,
+    PromptsDirOption,
+    console,
+    door,
+    fail,
+    model_factory,
+)
 from culturesim.prompt_library import PromptLibrary
 
 scenarios_app = typer.Typer(
@@ -31,14 +38,6 @@ DirsOption = Annotated[
         "-d",
         help="A folder of your templates (repeatable); a template overrides a built-in by id.",
     ),
-]
-CultureDirsOption = Annotated[
-    list[Path] | None,
-    typer.Option("--culture-dir", help="A folder of your culture files (repeatable)."),
-]
-PromptsDirOption = Annotated[
-    list[Path] | None,
-    typer.Option("--prompts-dir", help="Your prompt templates, searched first (repeatable)."),
 ]
 
 
@@ -110,7 +109,7 @@ def check(
         list[Path] | None,
         typer.Argument(help="Template files or folders (default: the built-in library)."),
     ] = None,
-    culture_dirs: CultureDirsOption = None,
+    culture_dirs: CultureDirOption = None,
 ) -> None:
     """Validate template files: front matter, sections, variables, graph; render each for every
     culture it claims."""
@@ -169,7 +168,7 @@ def render(
     var: Annotated[list[str] | None, typer.Option(help="NAME=VALUE (repeatable).")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     dirs: DirsOption = None,
-    culture_dirs: CultureDirsOption = None,
+    culture_dirs: CultureDirOption = None,
 ) -> None:
     """Render one scenario for a culture with a sampled cast, as the engine would see it."""
     from culturesim.scenarios.cultures import CultureFileError, load_cultures
@@ -302,7 +301,7 @@ def personas(
     ] = False,
     model: Annotated[str, typer.Option("--model", "-m")] = "smollm2",
     as_json: Annotated[bool, typer.Option("--json")] = False,
-    culture_dirs: CultureDirsOption = None,
+    culture_dirs: CultureDirOption = None,
     prompts_dir: PromptsDirOption = None,
 ) -> None:
     """Sample personas for a culture (reproducible from the seed)."""
@@ -352,7 +351,7 @@ def generate(
     attempts: Annotated[int, typer.Option(min=1, help="Tries per scenario, with corrections.")] = 3,
     max_new_tokens: Annotated[int, typer.Option(min=16)] = 700,
     seed: Annotated[int, typer.Option()] = 0,
-    culture_dirs: CultureDirsOption = None,
+    culture_dirs: CultureDirOption = None,
     prompts_dir: PromptsDirOption = None,
 ) -> None:
     """Write new scenarios from social norms with a model (CLCA's norm-grounded scenarios)."""

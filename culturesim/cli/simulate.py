@@ -9,7 +9,9 @@ import typer
 from rich.table import Table
 
 from culturesim.cli.common import (
+    CultureDirOption,
     ModelHelp,
+    PromptsDirOption,
     build_section,
     console,
     default,
@@ -68,13 +70,8 @@ def simulate(
     scenario_dir: Annotated[
         list[str] | None, typer.Option("--scenario-dir", help="Your template folder (repeatable).")
     ] = None,
-    culture_dir: Annotated[
-        list[str] | None, typer.Option("--culture-dir", help="Your culture folder (repeatable).")
-    ] = None,
-    prompts_dir: Annotated[
-        list[Path] | None,
-        typer.Option("--prompts-dir", help="Your prompt templates, searched first."),
-    ] = None,
+    culture_dir: CultureDirOption = None,
+    prompts_dir: PromptsDirOption = None,
     retry_failed: Annotated[
         bool, typer.Option(help="Run again the dialogues listed in failed.jsonl.")
     ] = False,
@@ -106,7 +103,7 @@ def simulate(
             "concurrency": concurrency,
             "max_batch_size": max_batch_size,
             "scenario_dirs": scenario_dir,
-            "culture_dirs": culture_dir,
+            "culture_dirs": [str(p) for p in culture_dir] if culture_dir else None,
             "ray_actors": ray_actors,
         },
         config,
