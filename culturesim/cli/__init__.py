@@ -68,12 +68,10 @@ def main(
     """culturesim command line."""
     if debug:
         os.environ["CULTURESIM_DEBUG"] = "1"
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # our own progress bars speak for long work
-    import datasets
-
-    datasets.disable_progress_bars()
+    # Our own progress bars speak for long work. Set through the environment, so a command that
+    # never loads a model does not pay for importing transformers and datasets.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 
 @models_app.command("list")

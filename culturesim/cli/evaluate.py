@@ -19,7 +19,6 @@ from culturesim.cli.common import (
     fail,
     model_factory,
 )
-from culturesim.evaluation.published import country_from_name, score_answer_file
 from culturesim.evaluation.stage import EvaluateSection
 from culturesim.evaluation.survey import SurveyFileError, load_culturespa
 
@@ -51,7 +50,12 @@ def score_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Re-score existing answer files with the published CultureSPA metric."""
-    from culturesim.evaluation.published import RULES, listed_majority
+    from culturesim.evaluation.published import (
+        RULES,
+        country_from_name,
+        listed_majority,
+        score_answer_file,
+    )
 
     chosen = next((r for r in RULES if r == rule), None)
     if chosen is None:
