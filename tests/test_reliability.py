@@ -283,7 +283,8 @@ def test_runs_verify_finds_corruption_duplicates_conflicts_and_broken_lineage(
     bad_id = dict(episode, seed=episode["seed"] + 1)  # content no longer matches the id
     with open(run / "dialogue.jsonl", "a") as handle:
         handle.write(dialogues[1] + "\n")  # an exact duplicate
-        handle.write(json.dumps(tampered) + "\n")
+        # Written through the record API (a fresh digest): a valid record that conflicts.
+        handle.write(Dialogue.model_validate({**tampered, "digest": ""}).to_json() + "\n")
         handle.write('{"id": "dlg-broken", "episode_id": \n')  # corrupt line
         handle.write(orphan + "\n")
     with open(run / "episode.jsonl", "a") as handle:
