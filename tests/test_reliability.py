@@ -337,7 +337,15 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_completes(tiny_model_dir: Path, tmp_
         str(out),
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    # A job started in the background of a non-interactive shell inherits SIGINT as ignored,
+    # and Python then installs no KeyboardInterrupt handler: restore the default, as a terminal has.
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     dialogue_file = out / "dialogue.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
