@@ -12,7 +12,7 @@ silently. An adapted scenario can be saved as a new template file that renders w
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -180,6 +180,37 @@ class CultureAdapter:
         return outcomes
 
 
+def fixed_cast(participants: Sequence[AdaptedParticipant]) -> list[dict[str, object]]:
+    """Front-matter participants whose personas are the model's characters, exactly."""
+    return [
+        {
+            "role": p.role,
+            "persona": {
+                "name": p.name,
+                "age": [p.age, p.age],
+                "gender": p.gender,
+                "occupation": p.occupation,
+            },
+        }
+        for p in participants
+    ]
+
+
+def literal_template(front: Mapping[str, object], scenario: AdaptedScenario) -> str:
+    """A template file whose sections keep a model's text literal (no Jinja inside runs)."""
+
+    def literal(text: str) -> str:
+        return "{% raw %}" + text.replace("{% endraw %}", "") + "{% endraw %}"
+
+    body = ["## setting", literal(scenario.setting)]
+    for p in scenario.participants:
+        body += [f"## goal {p.role}", literal(p.goal)]
+        if p.secret:
+            body += [f"## secret {p.role}", literal(p.secret)]
+    header = yaml.safe_dump(front, allow_unicode=True, sort_keys=False, width=100)
+    return f"---\n{header}---\n" + "\n".join(body) + "\n"
+
+
 def adapted_template_text(
     source: ScenarioTemplate, culture: Culture, adapted: AdaptedScenario
 ) -> str:
@@ -190,18 +221,7 @@ def adapted_template_text(
         "situation": source.situation,
         "relationship": source.relationship,
         "description": f"{source.id} adapted to {culture.name} by a model.",
-        "participants": [
-            {
-                "role": p.role,
-                "persona": {
-                    "name": p.name,
-                    "age": [p.age, p.age],
-                    "gender": p.gender,
-                    "occupation": p.occupation,
-                },
-            }
-            for p in adapted.participants
-        ],
+        "participants": fixed_cast(adapted.participants),
         "turns": source.turns.model_dump(mode="json"),
         "cultures": [culture.code],
         "tags": [*source.tags, "adapted"],
@@ -209,16 +229,7 @@ def adapted_template_text(
     if source.graph is not None:
         front["graph"] = source.graph.model_dump(mode="json")
 
-    def literal(text: str) -> str:
-        return "{% raw %}" + text.replace("{% endraw %}", "") + "{% endraw %}"
-
-    body = ["## setting", literal(adapted.setting)]
-    for p in adapted.participants:
-        body += [f"## goal {p.role}", literal(p.goal)]
-        if p.secret:
-            body += [f"## secret {p.role}", literal(p.secret)]
-    header = yaml.safe_dump(front, allow_unicode=True, sort_keys=False, width=100)
-    return f"---\n{header}---\n" + "\n".join(body) + "\n"
+    return literal_template(front, adapted)
 
 
 def save_adapted(

@@ -25,7 +25,12 @@ from culturesim.models.base import Chat, GenerationParams, LanguageModel
 from culturesim.models.corrections import Attempts, generate_until_valid
 from culturesim.prompt_library import PromptLibrary
 from culturesim.records import Culture, derive_seed
-from culturesim.scenarios.adapt import JSON_PREFILL, AdaptedScenario
+from culturesim.scenarios.adapt import (
+    JSON_PREFILL,
+    AdaptedScenario,
+    fixed_cast,
+    literal_template,
+)
 from culturesim.scenarios.templates import SUFFIX, ScenarioError
 
 _ROLE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
@@ -162,31 +167,13 @@ def generated_template_text(
         "situation": "norm-grounded",
         "description": f"Written by a model for {culture.name} from a norm.",
         "norm": norm,
-        "participants": [
-            {
-                "role": p.role,
-                "persona": {
-                    "name": p.name,
-                    "age": [p.age, p.age],
-                    "gender": p.gender,
-                    "occupation": p.occupation,
-                },
-            }
-            for p in scenario.participants
-        ],
+        "participants": fixed_cast(scenario.participants),
         "turns": {"limit": 10, "policy": "round_robin"},
         "cultures": [culture.code],
         "tags": ["generated", "norm-grounded"],
     }
 
-    def literal(text: str) -> str:
-        return "{% raw %}" + text.replace("{% endraw %}", "") + "{% endraw %}"
-
-    body = ["## setting", literal(scenario.setting)]
-    for p in scenario.participants:
-        body += [f"## goal {p.role}", literal(p.goal), f"## secret {p.role}", literal(p.secret)]
-    header = yaml.safe_dump(front, allow_unicode=True, sort_keys=False, width=100)
-    return f"---\n{header}---\n" + "\n".join(body) + "\n"
+    return literal_template(front, scenario)
 
 
 def save_generated(
