@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-import torch
+import threading
+from typing import Any
 
-from culturesim.models.base import GenerationParams
+import pytest
+import torch
+from transformers import PreTrainedTokenizerFast
+
+from culturesim.models.base import GenerationParams, Stopped
+from culturesim.models.batcher import Batcher
+from culturesim.models.metering import MeteredModel
 from culturesim.models.transformers_backend import TransformersModel, length_buckets
+from tests.conftest import make_tiny_llama
 
 PROMPTS = [
     "The capital of France is",
@@ -102,3 +110,68 @@ def test_loads_from_a_saved_directory(tiny_model_dir) -> None:  # type: ignore[n
         model.generate(["The capital"], GenerationParams(max_new_tokens=3))[0].completion_tokens
         == 3
     )
+
+
+def endless_model(tokenizer: PreTrainedTokenizerFast) -> tuple[TransformersModel, list[int]]:
+    """A tiny model that never ends a reply by itself, and a count of its forward passes."""
+    model = TransformersModel(make_tiny_llama(tokenizer), tokenizer, "endless")
+    model.eos_token_ids = set()
+    forward = model.model.forward
+    calls: list[int] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return forward(*args, **kwargs)
+
+    model.model.forward = counted
+    return model, calls
+
+
+def test_a_stop_ends_a_running_generate_at_its_next_step(
+    tiny_tokenizer: PreTrainedTokenizerFast,
+) -> None:
+    model, calls = endless_model(tiny_tokenizer)
+    counted = model.model.forward
+
+    def stop_at_third(*args: Any, **kwargs: Any) -> Any:
+        if len(calls) == 2:
+            model.stop_running()
+        return counted(*args, **kwargs)
+
+    model.model.forward = stop_at_third
+    with pytest.raises(Stopped):
+        model.generate(["The capital"], GenerationParams(max_new_tokens=200))
+    assert len(calls) == 3, "the decode loop ended at the step after the stop, not at 200 tokens"
+    model.model.forward = counted
+    after = model.generate(["The capital"], GenerationParams(max_new_tokens=5))[0]
+    assert after.completion_tokens == 5, "a stop ends the calls running then, not later ones"
+
+
+def test_batcher_abort_stops_the_batch_in_flight_through_wrappers(
+    tiny_tokenizer: PreTrainedTokenizerFast,
+) -> None:
+    model, calls = endless_model(tiny_tokenizer)
+    counted = model.model.forward
+    decoding, told = threading.Event(), threading.Event()
+    stop_running = model.stop_running
+
+    def stop_and_tell() -> None:
+        stop_running()
+        told.set()
+
+    def signal_decoding(*args: Any, **kwargs: Any) -> Any:
+        if len(calls) == 2:  # the third forward pass waits until the stop has been asked for
+            decoding.set()
+            assert told.wait(timeout=120)
+        return counted(*args, **kwargs)
+
+    model.stop_running = stop_and_tell  # type: ignore[method-assign]
+
+    model.model.forward = signal_decoding
+    batcher = Batcher(MeteredModel(model), max_batch_size=4)
+    future = batcher.submit_generate("The capital", GenerationParams(max_new_tokens=400))
+    assert decoding.wait(timeout=120), "the batch never started decoding"
+    batcher.abort()
+    with pytest.raises(Stopped):
+        future.result(timeout=120)
+    assert len(calls) == 3, "the batch ended at the step after the abort, not at 400 tokens"

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.evaluation_fixtures import write_survey
+from tests.helpers import make_run
 
 pytestmark = pytest.mark.slow  # one Python start per case
 
@@ -35,6 +36,26 @@ def refused(result: subprocess.CompletedProcess[str], *named: str) -> str:
 def test_an_unreachable_server_is_named_with_what_to_do() -> None:
     url = "http://127.0.0.1:9/v1"
     output = refused(cli("chat", "--model", f"openai:m@{url}?retries=0", "hello"), url)
+    assert "culturesim serve" in output or "running" in output
+
+
+def test_an_unreachable_judge_server_is_named_and_the_run_kept(tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    before = (run / "verdict.jsonl").read_text()
+    url = "http://127.0.0.1:9/v1"
+    output = refused(cli("judge", str(run), "--model", f"openai:m@{url}?retries=0"), url)
+    assert "culturesim serve" in output or "running" in output
+    assert (run / "verdict.jsonl").read_text() == before, "nothing already written is lost"
+
+
+def test_an_unreachable_survey_server_is_named(tmp_path: Path) -> None:
+    _, shares = write_survey(tmp_path / "survey")
+    by_code = json.loads(shares.read_text())
+    shares.write_text(json.dumps(dict(zip(("JPN", "MEX", "DEU"), by_code.values(), strict=False))))
+    url = "http://127.0.0.1:9/v1"
+    spec = f"openai:m@{url}?retries=0"
+    args = ["evaluate", "wvs", "-m", spec, "--survey-dir", str(tmp_path / "survey")]
+    output = refused(cli(*args, "--out", str(tmp_path / "eval")), url)
     assert "culturesim serve" in output or "running" in output
 
 

@@ -98,6 +98,28 @@ class ScoringUnsupported(ModelError):
     """The backend cannot give exact log-probabilities for this request."""
 
 
+class Stopped(RuntimeError):
+    """The run was stopped (Ctrl-C) before this call finished; nothing of it is kept."""
+
+
+def stop_running_calls(model: object) -> None:
+    """Ask a model, through its wrappers, to end the calls it is running now.
+
+    Ctrl-C must stop a simulation within a step, not after the batch in flight has generated all
+    its tokens (half a minute under load). Wrappers expose what they wrap as `.inner` (cache,
+    meter, retry) or `.model` (the Batcher); a backend that can end a call early has
+    `stop_running()`, and the calls it ends raise `Stopped`.
+    """
+    seen: set[int] = set()
+    while model is not None and id(model) not in seen:
+        seen.add(id(model))
+        stop = getattr(model, "stop_running", None)
+        if callable(stop):
+            stop()
+            return
+        model = getattr(model, "inner", None) or getattr(model, "model", None)
+
+
 def per_prompt_params(
     params: GenerationParams | Sequence[GenerationParams], count: int
 ) -> list[GenerationParams]:

@@ -25,13 +25,11 @@ from culturesim.models.base import (
     GenerationParams,
     LanguageModel,
     Prompt,
+    Stopped,
     check_candidates,
     per_prompt_params,
+    stop_running_calls,
 )
-
-
-class Stopped(RuntimeError):
-    """The Batcher was aborted; the request was never sent to the model."""
 
 
 @dataclass
@@ -165,6 +163,10 @@ class Batcher:
                     raise RuntimeError(
                         f"backend returned {len(results)} results for {len(batch)} requests"
                     )
+            except Stopped as error:  # aborted mid-batch: nobody of this batch gets an answer
+                for request in batch:
+                    request.future.set_exception(error)
+                continue
             except Exception as error:
                 # One bad request must not fail its batch-mates: run them one by one, so each
                 # caller gets its own answer or its own error.
@@ -200,13 +202,16 @@ class Batcher:
         self._worker.join()
 
     def abort(self) -> None:
-        """Stop at once (Ctrl-C): queued requests fail with `Stopped`, the batch running ends."""
+        """Stop at once (Ctrl-C): queued requests fail with `Stopped`, and the batch running is
+        told to end at its next decoding step (where the backend can), so its callers get
+        `Stopped` too instead of waiting for every token of it."""
         with self._condition:
             self._closed = True
             pending, self._queue = self._queue, []
             self._condition.notify_all()
         for request in pending:
             request.future.set_exception(Stopped("the run was stopped"))
+        stop_running_calls(self.model)
         self._worker.join()
 
     def __enter__(self) -> Batcher:

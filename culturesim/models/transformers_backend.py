@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from culturesim.models.base import (
     Completion,
     GenerationParams,
     Prompt,
+    Stopped,
     check_candidates,
     per_prompt_params,
     truncate_at_stop,
@@ -78,6 +80,8 @@ class TransformersModel:
         self.max_batch_size = max_batch_size
         self.token_budget = token_budget
         self._lock = threading.Lock()
+        self._stop_events: set[threading.Event] = set()
+        self._stop_lock = threading.Lock()
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.pad_token_id: int = int(tokenizer.pad_token_id)
@@ -193,18 +197,37 @@ class TransformersModel:
             self.max_batch_size,
             self.token_budget,
         )
-        with self._lock:
+        with self._stoppable() as stop, self._lock:
             for bucket in buckets:
                 outputs = self._generate_batch(
-                    [encoded[i] for i in bucket], [settings[i] for i in bucket]
+                    [encoded[i] for i in bucket], [settings[i] for i in bucket], stop
                 )
                 for index, completion in zip(bucket, outputs, strict=True):
                     results[index] = completion
         return [r for r in results if r is not None]
 
+    def stop_running(self) -> None:
+        """End the calls running or waiting now at their next step; they raise `Stopped`."""
+        with self._stop_lock:
+            for event in self._stop_events:
+                event.set()
+
+    @contextmanager
+    def _stoppable(self) -> Iterator[threading.Event]:
+        """An event for one call, registered before it waits for the model lock, so a stop
+        reaches calls queued behind the running one too."""
+        event = threading.Event()
+        with self._stop_lock:
+            self._stop_events.add(event)
+        try:
+            yield event
+        finally:
+            with self._stop_lock:
+                self._stop_events.discard(event)
+
     @torch.inference_mode()
     def _generate_batch(
-        self, rows: list[list[int]], settings: list[GenerationParams]
+        self, rows: list[list[int]], settings: list[GenerationParams], stop: threading.Event
     ) -> list[Completion]:
         input_ids, attention = self._left_padded(rows)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
@@ -225,6 +248,8 @@ class TransformersModel:
         finish: list[str | None] = [None] * len(rows)
         texts: list[str] = [""] * len(rows)
         for _ in range(max(s.max_new_tokens for s in settings)):
+            if stop.is_set():
+                raise Stopped("the run was stopped")
             chosen = self._choose_tokens(logits, settings, generators)
             for i, token in enumerate(chosen):
                 if finish[i] is not None:
@@ -323,8 +348,10 @@ class TransformersModel:
             self.max_batch_size,
             self.token_budget,
         )
-        with self._lock, torch.inference_mode():
+        with self._stoppable() as stop, self._lock, torch.inference_mode():
             for bucket in buckets:
+                if stop.is_set():
+                    raise Stopped("the run was stopped")
                 input_ids, attention = self._left_padded([sequences[i] for i in bucket])
                 positions = (attention.cumsum(-1) - 1).clamp(min=0)
                 out = self.model(
