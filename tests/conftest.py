@@ -111,6 +111,38 @@ def smollm2() -> TransformersModel:
     return model
 
 
+@pytest.fixture(scope="session")
+def smollm2_dialogues(
+    smollm2: TransformersModel, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, int]:
+    """A 2-party and a 3-party scene simulated once by SmolLM2 with intents labelled: the run
+    directory (copy it before writing to it) and how many intent replies echoed the form."""
+    from culturesim.roleplay.conversation import RolePlaySettings
+    from culturesim.roleplay.simulation import SimulationSettings, Simulator
+    from culturesim.scenarios.cultures import load_cultures
+    from culturesim.scenarios.episodes import build_episodes, culture_groups
+    from culturesim.scenarios.templates import ScenarioLibrary
+    from culturesim.store import RunStore
+
+    cultures = load_cultures()
+    library = ScenarioLibrary()
+    episodes = build_episodes(
+        library,
+        library.select("decline_invitation,credit_for_work"),
+        culture_groups("JPN+MEX", cultures),
+    )
+    run = tmp_path_factory.mktemp("smollm2-dialogues") / "run"
+    store = RunStore.open(run, {"test": "smollm2"})
+    settings = SimulationSettings(
+        per_episode=1, roleplay=RolePlaySettings(max_turns=4, max_new_tokens=40)
+    )
+    summary = Simulator(smollm2, store, settings, cultures=cultures).run(
+        episodes, show_progress=False
+    )
+    assert summary.done == 2 and not summary.failed, summary
+    return run, summary.intent_placeholders
+
+
 class ScriptedModel:
     """A deterministic stand-in model for logic tests: replies are a function of the prompt."""
 
@@ -176,6 +208,7 @@ def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_overrides(out: Path, model: Path) -> list[str]:
     """The demo config with a tiny random Llama in every part and a smaller training run."""
     values = [f"out={out}", "train.max_steps=2", "judge.rule=none", "train.max_length=2048"]
+    values.append("simulate.max_new_tokens=24")  # a random model never ends a turn by itself
     values += [f"models.{part}={model}" for part in ("actor", "prober", "judge", "base")]
     values.append(
         f"evaluate.survey_dir={SHARED_WVS}" if SHARED_WVS.is_dir() else "evaluate.survey_dir=null"

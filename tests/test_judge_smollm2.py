@@ -1,8 +1,10 @@
-"""The judge on the real SmolLM2, over dialogues SmolLM2 simulated: verdicts, filter counts."""
+"""SmolLM2 end to end over dialogues it simulated: the judge's verdicts and filter counts, then
+the corpus built from them, which holds no template placeholder."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,12 +13,8 @@ from typer.testing import CliRunner
 from culturesim.cli import app
 from culturesim.judge.rubrics import load_rubrics
 from culturesim.models.transformers_backend import TransformersModel
+from culturesim.prompt_library import echoes_placeholder
 from culturesim.records import Dialogue, FilterDecision, Verdict
-from culturesim.roleplay.conversation import RolePlaySettings
-from culturesim.roleplay.simulation import SimulationSettings, Simulator
-from culturesim.scenarios.cultures import load_cultures
-from culturesim.scenarios.episodes import build_episodes, culture_groups
-from culturesim.scenarios.templates import ScenarioLibrary
 from culturesim.store import RunStore
 
 pytestmark = pytest.mark.slow  # the real embedded model; still part of make test
@@ -24,18 +22,12 @@ pytestmark = pytest.mark.slow  # the real embedded model; still part of make tes
 runner = CliRunner()
 
 
-def test_smollm2_judges_simulated_dialogues(smollm2: TransformersModel, tmp_path: Path) -> None:
-    cultures = load_cultures()
-    library = ScenarioLibrary()
+def test_smollm2_judges_simulated_dialogues_and_the_corpus_has_no_placeholder(
+    smollm2: TransformersModel, smollm2_dialogues: tuple[Path, int], tmp_path: Path
+) -> None:
     run = tmp_path / "run"
-    store = RunStore.open(run, {"test": "judge"})
-    episodes = build_episodes(
-        library, [library.get("noisy_neighbour")], culture_groups("JPN,NGA", cultures)
-    )
-    settings = SimulationSettings(
-        per_episode=1, roleplay=RolePlaySettings(max_turns=3, max_new_tokens=32)
-    )
-    Simulator(smollm2, store, settings, cultures=cultures).run(episodes, show_progress=False)
+    shutil.copytree(smollm2_dialogues[0], run)
+    store = RunStore(run)
     dialogues = store.read(Dialogue)
     assert len(dialogues) == 2
 
@@ -58,6 +50,7 @@ def test_smollm2_judges_simulated_dialogues(smollm2: TransformersModel, tmp_path
             for label in verdict.labels:
                 assert label.value in {"good", "bad"}
                 assert label.confidence in {"very confident", "confident", "not sure"}
+                assert not echoes_placeholder(label.reason), "a placeholder is not a reason"
     stats = json.loads((run / "judge_stats.json").read_text())
     assert sum(stats["dialogues"].values()) == 2, "every dialogue is kept, dropped or unparseable"
     assert stats["unparseable"] == sum(
@@ -78,3 +71,21 @@ def test_smollm2_judges_simulated_dialogues(smollm2: TransformersModel, tmp_path
     assert stats["judge"] == f"{smollm2.model_id}#score"
     assert stats["dialogues"]["unparseable"] == 0
     assert stats["dialogues"]["kept"] + stats["dialogues"]["dropped"] == 2
+
+    # Keep every judged dialogue, so the corpus holds SmolLM2's own intents as training targets.
+    kept = runner.invoke(
+        app, ["judge", str(run), "--model", "smollm2", "--mode", "score", "--rule", "none"]
+    )
+    assert kept.exit_code == 0, kept.output
+    corpus = tmp_path / "corpus"
+    built = runner.invoke(app, ["corpus", str(run), "--out", str(corpus), "--no-embeddings"])
+    assert built.exit_code == 0, built.output
+    rows = [
+        json.loads(line)
+        for path in sorted(corpus.rglob("*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
+    assert any(r["messages"][-1]["role"] == "assistant" for r in rows if "messages" in r)
+    texts = [json.dumps(row, ensure_ascii=False) for row in rows]
+    assert len(texts) >= 2, "both dialogues reached the corpus"
+    assert not [t for t in texts if "<one sentence" in t or echoes_placeholder(t)]

@@ -86,7 +86,9 @@ def planted_share(
     return probabilities[:, PLANTED - 1]
 
 
-def test_sft_on_a_planted_pattern_moves_option_probabilities(tmp_path: Path) -> None:
+def test_sft_on_a_planted_pattern_moves_option_probabilities(
+    smollm2: TransformersModel, tmp_path: Path
+) -> None:
     prompter = SurveyPrompter(zemlandia())
     train, held_out = ACTIVITIES[:24], ACTIVITIES[24:]
     rows = [
@@ -104,13 +106,12 @@ def test_sft_on_a_planted_pattern_moves_option_probabilities(tmp_path: Path) -> 
         for i, a in enumerate(train)
     ]
     write_set("planted", split_by_culture(rows, 0.0, 0), tmp_path / "corpus")
-    base = TransformersModel.from_pretrained(ensure_converted(), model_id=SMOLLM2_ID)
-    before = planted_share(base, prompter, held_out)
+    before = planted_share(smollm2, prompter, held_out)
     config = make_config(
-        max_steps=24,
+        max_steps=8,  # a third of the 24 training questions seen twice, the rest once
         per_device_batch_size=4,
         effective_batch_size=4,
-        learning_rate=1e-3,
+        learning_rate=2e-3,
         lora_r=8,
         max_length=384,
         warmup_ratio=0.0,
