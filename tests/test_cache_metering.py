@@ -65,3 +65,14 @@ def test_metering_counts_tokens_calls_and_time() -> None:
     assert (usage.calls, usage.requests) == (2, 3)
     assert usage.prompt_tokens == 6 and usage.completion_tokens == 9
     assert usage.seconds >= 0
+
+
+def test_the_rate_column_counts_what_the_model_did_since_the_bar_started() -> None:
+    from culturesim.models.progress import ModelRateColumn
+
+    metered = MeteredModel(ScriptedModel())
+    metered.generate(["before the bar"])  # not counted: it happened before the bar started
+    column = ModelRateColumn(metered.snapshot)
+    metered.generate(["one", "two", "three"])
+    prompt_tokens = sum(len(p) for p in ("one", "two", "three"))  # the scripted model's count
+    assert column.rates(2.0) == (1.5, prompt_tokens / 2, 4.5), "3 tokens per completion"

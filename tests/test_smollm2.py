@@ -7,7 +7,7 @@ import torch
 
 from culturesim.models.base import GenerationParams
 from culturesim.models.smollm2 import converted_dir
-from culturesim.models.transformers_backend import TransformersModel
+from culturesim.models.transformers_backend import TransformersModel, shared_prefix_groups
 
 pytestmark = pytest.mark.slow  # the real embedded model; still part of make test
 
@@ -57,3 +57,26 @@ def test_conversion_is_cached_as_plain_safetensors(smollm2: TransformersModel) -
     folder = converted_dir()
     assert (folder / "model.safetensors").is_file()
     assert "quantization_config" not in (folder / "config.json").read_text()
+
+
+def test_scores_with_a_shared_prefix_equal_scores_without(smollm2: TransformersModel) -> None:
+    """Survey prompts of one style share their system prompt, read once; the label
+    log-probabilities, "10" included, stay those of reading every prompt whole."""
+    unshared = TransformersModel(
+        smollm2.model, smollm2.tokenizer, smollm2.model_id, min_shared_prefix=0
+    )
+    system = "You are a person from Japan. Answer the survey question as yourself."
+    chats = [
+        [
+            {"role": "system", "content": system},
+            {"role": "user", "content": f"{q} Options: 1 to 10."},
+            {"role": "assistant", "content": "The answer is "},
+        ]
+        for q in ("How important is family?", "How much do you trust strangers?", "Is work duty?")
+    ]
+    encoded = [smollm2.encode_prompt(chat) for chat in chats]
+    assert next(iter(shared_prefix_groups(encoded, 16)))[1] >= 16
+    labels = [[str(k) for k in range(1, 11)]] * len(chats)
+    shared, whole = smollm2.score(chats, labels), unshared.score(chats, labels)
+    for a, b in zip(shared, whole, strict=True):
+        assert max(abs(x - y) for x, y in zip(a, b, strict=True)) < 1e-4

@@ -12,7 +12,11 @@ from transformers import PreTrainedTokenizerFast
 from culturesim.models.base import GenerationParams, Stopped
 from culturesim.models.batcher import Batcher
 from culturesim.models.metering import MeteredModel
-from culturesim.models.transformers_backend import TransformersModel, length_buckets
+from culturesim.models.transformers_backend import (
+    TransformersModel,
+    length_buckets,
+    shared_prefix_groups,
+)
 from tests.conftest import make_tiny_llama
 
 PROMPTS = [
@@ -91,6 +95,40 @@ def test_score_matches_manual_forward_pass_for_multi_token_candidates(
     for prompt, row in zip([PROMPTS[0], PROMPTS[1]], scores, strict=True):
         for candidate, value in zip(candidates, row, strict=False):
             assert abs(value - manual_logprob(tiny_model, prompt, candidate)) < 1e-4
+
+
+SYSTEM = (
+    "Hospitality, neighbours, bargaining, gift giving, apology and friendship differ by culture."
+)
+
+
+def test_prompts_sharing_a_system_prompt_are_scored_exactly(tiny_model: TransformersModel) -> None:
+    chats = [
+        [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}]
+        for question in ("How important is family?", "Say hello.", "The capital of France is")
+    ]
+    chats.append([*chats[0], {"role": "assistant", "content": "Answer with the number"}])
+    encoded = [tiny_model.encode_prompt(c) for c in chats]
+    groups = list(shared_prefix_groups(encoded, tiny_model.min_shared_prefix))
+    assert len(groups) == 1 and groups[0][1] >= 16, "the system prompt is read once"
+    candidates = ["1", "2", "10", "11", "12", "21", " Paris", " Berlin greets"]
+    scores = tiny_model.score(chats, [candidates] * len(chats))
+    for chat, row in zip(chats, scores, strict=True):
+        for candidate, value in zip(candidates, row, strict=True):
+            assert abs(value - manual_logprob(tiny_model, chat, candidate)) < 1e-4
+
+
+def test_shared_prefix_groups_keep_a_token_of_each_prompt_and_cover_all() -> None:
+    encoded = [[1] * 20 + [2, 3], [1] * 20 + [4], [1] * 20, [9, 9, 9], [1] * 5]
+    groups = list(shared_prefix_groups(encoded, min_shared=16))
+    assert sorted(i for group, _ in groups for i in group) == list(range(5))
+    for group, shared in groups:
+        assert all(len(encoded[i]) > shared for i in group), "every prompt keeps its last token"
+        assert all(encoded[i][:shared] == encoded[group[0]][:shared] for i in group)
+        if len(group) == 1:
+            assert shared == 0
+    assert max(shared for _, shared in groups) == 19
+    assert list(shared_prefix_groups(encoded, min_shared=0)) == [([0, 1, 2, 3, 4], 0)]
 
 
 def test_length_buckets_respect_budget_and_cover_everything() -> None:

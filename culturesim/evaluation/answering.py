@@ -15,6 +15,8 @@ from culturesim.evaluation.administer import (
     chunks,
 )
 from culturesim.models.base import LanguageModel
+from culturesim.models.metering import MeteredModel
+from culturesim.models.progress import ModelRateColumn
 from culturesim.records import Answer
 from culturesim.store import RunStore
 
@@ -43,10 +45,12 @@ def run_items(
     wanted = [(item, item.answer_id(mode, model.model_id)) for item in items]
     todo = [item for item, answer_id in wanted if answer_id not in done]
     fresh: dict[str, Answer] = {}
+    metered = model if isinstance(model, MeteredModel) else MeteredModel(model)
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        ModelRateColumn(metered.snapshot),
         TimeRemainingColumn(),
     )
     with Progress(*columns, disable=not show_progress, transient=True, console=console) as progress:
@@ -55,10 +59,10 @@ def run_items(
         )
         for chunk in chunks(todo, batch_size):
             if mode == "logprob":
-                answers = answer_logprob(model, chunk, answer_prefix=answer_prefix)
+                answers = answer_logprob(metered, chunk, answer_prefix=answer_prefix)
             else:
                 answers = answer_sampled(
-                    model, chunk, samples=samples, seed=seed, published_parse=published_parse
+                    metered, chunk, samples=samples, seed=seed, published_parse=published_parse
                 )
             if store is not None:
                 store.append_many(answers)

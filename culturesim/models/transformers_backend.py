@@ -20,7 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    DynamicCache,
+    PreTrainedTokenizerBase,
+)
 
 from culturesim.models.base import (
     Completion,
@@ -31,6 +36,39 @@ from culturesim.models.base import (
     per_prompt_params,
     truncate_at_stop,
 )
+
+Node = tuple[int, tuple[int, ...]]
+"""A point in a prompt's trie of candidate tokens: (prompt index, the candidate tokens so far)."""
+
+
+def shared_prefix_groups(
+    encoded: Sequence[Sequence[int]], min_shared: int
+) -> Iterator[tuple[list[int], int]]:
+    """Group prompts that share a prefix of at least `min_shared` tokens (a survey style's
+    system prompt, a dialogue's transcript), with the length of that prefix.
+
+    Sorting the token lists puts prompts with the longest common prefixes next to each other.
+    Every prompt keeps at least one token of its own, whose logits are the answer. With
+    `min_shared` 0 nothing is shared: one group of all prompts, prefix length 0.
+    """
+    if min_shared <= 0 or not encoded:
+        yield list(range(len(encoded))), 0
+        return
+    order = sorted(range(len(encoded)), key=lambda i: tuple(encoded[i]))
+    group, common = [order[0]], len(encoded[order[0]]) - 1
+    for index in order[1:]:
+        ids, first = encoded[index], encoded[group[0]]
+        limit = min(common, len(ids) - 1)
+        shared = 0
+        while shared < limit and ids[shared] == first[shared]:
+            shared += 1
+        if shared >= min_shared:
+            group.append(index)
+            common = shared
+        else:
+            yield group, (common if len(group) > 1 and common >= min_shared else 0)
+            group, common = [index], len(ids) - 1
+    yield group, (common if len(group) > 1 and common >= min_shared else 0)
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -73,12 +111,14 @@ class TransformersModel:
         *,
         max_batch_size: int = 32,
         token_budget: int = 32768,
+        min_shared_prefix: int = 16,
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self._model_id = model_id
         self.max_batch_size = max_batch_size
         self.token_budget = token_budget
+        self.min_shared_prefix = min_shared_prefix
         self._lock = threading.Lock()
         self._stop_events: set[threading.Event] = set()
         self._stop_lock = threading.Lock()
@@ -333,38 +373,27 @@ class TransformersModel:
         check_candidates(prompts, candidates)
         encoded_prompts = [self.encode_prompt(p) for p in prompts]
         encoded_candidates = [[self.encode_candidate(c) for c in cs] for cs in candidates]
-        # One row per (prompt, distinct candidate prefix); remember which next tokens it must give.
-        needed: dict[tuple[int, tuple[int, ...]], set[int]] = {}
+        # The trie of candidate tokens: for each (prompt, token prefix), the next tokens asked for.
+        children: dict[Node, set[int]] = {}
         for p, options in enumerate(encoded_candidates):
             for ids in options:
                 for j in range(len(ids)):
-                    needed.setdefault((p, tuple(ids[:j])), set()).add(ids[j])
-        keys = list(needed)
-        sequences = [encoded_prompts[p] + list(prefix) for p, prefix in keys]
-        logprob_of: dict[tuple[int, tuple[int, ...]], dict[int, float]] = {}
-        buckets = length_buckets(
-            [len(s) for s in sequences],
-            [0] * len(sequences),
-            self.max_batch_size,
-            self.token_budget,
-        )
+                    children.setdefault((p, tuple(ids[:j])), set()).add(ids[j])
+        logprob_of: dict[Node, dict[int, float]] = {}
         with self._stoppable() as stop, self._lock, torch.inference_mode():
-            for bucket in buckets:
-                if stop.is_set():
-                    raise Stopped("the run was stopped")
-                input_ids, attention = self._left_padded([sequences[i] for i in bucket])
-                positions = (attention.cumsum(-1) - 1).clamp(min=0)
-                out = self.model(
-                    input_ids=input_ids,
-                    attention_mask=attention,
-                    position_ids=positions,
-                    use_cache=False,
-                    logits_to_keep=1,
-                )
-                logprobs = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1).cpu()
-                for row, index in enumerate(bucket):
-                    tokens = needed[keys[index]]
-                    logprob_of[keys[index]] = {t: float(logprobs[row, t]) for t in tokens}
+            for group, shared in shared_prefix_groups(encoded_prompts, self.min_shared_prefix):
+                prefix = self._prefix_states(encoded_prompts[group[0]][:shared]) if shared else None
+                suffixes = [encoded_prompts[i][shared:] for i in group]
+                for bucket in length_buckets(
+                    [len(s) for s in suffixes],
+                    [shared] * len(group),
+                    self.max_batch_size,
+                    self.token_budget,
+                ):
+                    if stop.is_set():
+                        raise Stopped("the run was stopped")
+                    rows = [(group[k], suffixes[k]) for k in bucket]
+                    logprob_of.update(self._score_rows(rows, shared, prefix, children))
         return [
             [
                 sum(logprob_of[(p, tuple(ids[:j]))][ids[j]] for j in range(len(ids)))
@@ -372,6 +401,82 @@ class TransformersModel:
             ]
             for p, options in enumerate(encoded_candidates)
         ]
+
+    def _prefix_states(self, ids: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Keys and values of a prefix that several prompts share, computed once."""
+        out = self.model(
+            input_ids=torch.tensor([ids], dtype=torch.long, device=self.device),
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+
+    def _score_rows(
+        self,
+        rows: list[tuple[int, list[int]]],
+        shared: int,
+        prefix: list[tuple[torch.Tensor, torch.Tensor]] | None,
+        children: dict[Node, set[int]],
+    ) -> dict[Node, dict[int, float]]:
+        """Next-token log-probabilities at every trie node of these prompts.
+
+        The prompts' suffixes go in one padded batch after the shared prefix (padding between
+        prefix and suffix is masked out). A candidate's second token then costs one decoding
+        step on that prompt's cache, not another pass over the whole prompt.
+        """
+        count = len(rows)
+        input_ids, suffix_mask = self._left_padded([suffix for _, suffix in rows])
+        cache = None
+        attention = suffix_mask
+        if prefix is not None:
+            cache = DynamicCache(
+                [(k.expand(count, -1, -1, -1), v.expand(count, -1, -1, -1)) for k, v in prefix]
+            )
+            attention = torch.cat(
+                [torch.ones_like(suffix_mask[:, :1]).expand(-1, shared), suffix_mask], 1
+            )
+        positions = (shared + suffix_mask.cumsum(-1) - 1).clamp(min=0)
+        deeper = any(len(node[1]) > 0 for node in children if node[0] in {p for p, _ in rows})
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=deeper or cache is not None,
+            logits_to_keep=1,
+        )
+        found: dict[Node, dict[int, float]] = {}
+        frontier: list[Node] = [(p, ()) for p, _ in rows]
+        while True:
+            logprobs = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1).cpu()
+            for row, node in enumerate(frontier):
+                found[node] = {t: float(logprobs[row, t]) for t in children[node]}
+            # One step deeper in the trie: each child node that is itself asked about.
+            step = [
+                (row, (p, (*tokens, t)))
+                for row, (p, tokens) in enumerate(frontier)
+                for t in sorted(children[(p, tokens)])
+                if (p, (*tokens, t)) in children
+            ]
+            if not step:
+                return found
+            index = torch.tensor([row for row, _ in step], device=self.device)
+            cache = out.past_key_values
+            cache.batch_select_indices(index)
+            attention = torch.cat(
+                [attention[index], torch.ones_like(attention[index][:, :1])], dim=1
+            )
+            positions = positions[index][:, -1:] + 1
+            frontier = [node for _, node in step]
+            out = self.model(
+                input_ids=torch.tensor(
+                    [[node[1][-1]] for node in frontier], dtype=torch.long, device=self.device
+                ),
+                attention_mask=attention,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+            )
 
     # ------------------------------------------------------------------ for the HTTP server
 

@@ -29,6 +29,7 @@ from rich.progress import (
 from culturesim.models.base import LanguageModel
 from culturesim.models.batcher import Batcher
 from culturesim.models.metering import MeteredModel
+from culturesim.models.progress import ModelRateColumn
 from culturesim.prompt_library import PromptLibrary
 from culturesim.records import Culture, Dialogue, Episode, derive_seed
 from culturesim.roleplay.conversation import Conversation, RolePlaySettings
@@ -146,7 +147,7 @@ class Simulator:
             TextColumn("[progress.description]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]} tok/s"),
+            ModelRateColumn(self.metered.snapshot),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
         )
@@ -155,7 +156,7 @@ class Simulator:
             ThreadPoolExecutor(max_workers=max(1, self.settings.concurrency)) as pool,
             Progress(*columns, disable=not show_progress, console=self.console) as progress,
         ):
-            bar = progress.add_task("dialogues", total=len(tasks), rate="0")
+            bar = progress.add_task("dialogues", total=len(tasks))
             futures: dict[Future[Dialogue], tuple[Episode, int]] = {
                 pool.submit(self._simulate, batcher, episode, k): (episode, k)
                 for episode, k in tasks
@@ -178,9 +179,7 @@ class Simulator:
                         self.store.append(dialogue)
                         summary.done += 1
                         summary.stop_reasons[dialogue.stop_reason] += 1
-                    elapsed = time.perf_counter() - started
-                    tokens = self.metered.usage.completion_tokens
-                    progress.update(bar, advance=1, rate=f"{tokens / max(elapsed, 1e-9):.0f}")
+                    progress.update(bar, advance=1)
             except KeyboardInterrupt:
                 # Every finished dialogue is already on disk (fsynced); conversations in flight
                 # are dropped whole and rerun on resume. Failing the queued model calls makes
