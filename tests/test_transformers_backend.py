@@ -213,3 +213,17 @@ def test_batcher_abort_stops_the_batch_in_flight_through_wrappers(
     with pytest.raises(Stopped):
         future.result(timeout=120)
     assert len(calls) == 3, "the batch ended at the step after the abort, not at 400 tokens"
+
+
+def test_scoring_buckets_split_rather_than_pad() -> None:
+    lengths = [10, 11, 10, 40, 12, 42]
+    loose = list(length_buckets(lengths, [0] * 6, max_batch_size=8, token_budget=10_000))
+    assert len(loose) == 1, "generation keeps rows together"
+    tight = list(
+        length_buckets(lengths, [0] * 6, max_batch_size=8, token_budget=10_000, max_padding=0.15)
+    )
+    assert sorted(i for b in tight for i in b) == list(range(6))
+    for batch in tight:
+        widest = max(lengths[i] for i in batch)
+        assert 1 - sum(lengths[i] for i in batch) / (len(batch) * widest) <= 0.15
+    assert [sorted(b) for b in tight] == [[0, 1, 2, 4], [3, 5]]
