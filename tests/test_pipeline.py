@@ -160,6 +160,7 @@ def test_report_holds_every_dialogue_turn_and_section(tiny_run: Path) -> None:
 def test_report_refuses_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 1 and "manifest.json" in result.output
+    assert "corpus_summary.json" in result.output, "the message names what a run folder holds"
 
 
 def _chromedriver() -> str | None:
@@ -226,3 +227,29 @@ def test_report_in_headless_chromium(tiny_run: Path) -> None:
         assert shot.stat().st_size > 10_000
     finally:
         browser.quit()
+
+
+def test_the_report_shows_what_each_commands_directory_holds(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    """`simulate`, `corpus --out` and `train --out` directories each get their own section;
+    corpus and train folders hold no manifest, and once had no report at all."""
+    from culturesim.report.build import build_report
+    from tests.helpers import make_run
+
+    simulated = make_run(tmp_path / "simulate")
+    html = build_report(simulated).read_text()
+    assert "borrow_money" in html and "No dialogues" not in html
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(tiny_run / "corpus", corpus)
+    html = build_report(corpus).read_text()
+    sets = json.loads((corpus / "corpus_summary.json").read_text())["sets"]
+    assert "No corpus in this run" not in html
+    assert f"<td>clca</td><td>{sets['clca']['train']}</td>" in html
+
+    train = tmp_path / "train"
+    shutil.copytree(tiny_run / "train", train)
+    html = build_report(train).read_text()
+    assert "No training in this run" not in html
+    assert (train / "report" / "training_curve.png").stat().st_size > 1000

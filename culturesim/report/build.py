@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from culturesim.report.collect import collect
+from culturesim.report.collect import RUN_MARKERS, collect
 from culturesim.report.plots import training_curve
 
 
@@ -34,10 +34,10 @@ def _environment() -> Environment:
 def build_report(run_dir: Path) -> Path:
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir} is not a directory: give a run directory")
-    if not (run_dir / "manifest.json").exists():
+    if not any((run_dir / marker).exists() for marker in RUN_MARKERS):
         raise FileNotFoundError(
-            f"{run_dir} has no manifest.json: give a directory made by `culturesim run` or a "
-            "stage command"
+            f"{run_dir} has none of {', '.join(RUN_MARKERS)}: give a directory made by "
+            "`culturesim run` or a stage command"
         )
     data = collect(run_dir)
     out = run_dir / "report"

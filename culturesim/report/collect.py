@@ -34,6 +34,7 @@ class ReportData:
     yield_by_culture: list[dict[str, Any]] = field(default_factory=list)
     probe_rows: list[dict[str, Any]] = field(default_factory=list)
     probe_summary: dict[str, Any] = field(default_factory=dict)
+    corpus: dict[str, Any] = field(default_factory=dict)
     training: list[dict[str, Any]] = field(default_factory=list)
     survey_summary: list[dict[str, Any]] = field(default_factory=list)
     guard: list[dict[str, Any]] = field(default_factory=list)
@@ -66,6 +67,17 @@ def _decisions(run: Path) -> dict[str, dict[str, Any]]:
     return {target: d.model_dump() for target, d in latest.items()}
 
 
+RUN_MARKERS = (
+    "manifest.json",
+    "dialogue.jsonl",
+    "question.jsonl",
+    "corpus_summary.json",
+    "metrics.jsonl",
+    "results.json",
+)
+"""Files that show a folder was made by a command: any one of them gives a report."""
+
+
 def collect(root: Path) -> ReportData:
     data = ReportData(root=root)
     manifest = _json_file(root / "manifest.json") or {}
@@ -80,6 +92,8 @@ def collect(root: Path) -> ReportData:
     probe = _find(root, "probe", "question.jsonl")
     if probe is not None:
         _collect_probe(probe, data)
+    corpus = _find(root, "corpus", "corpus_summary.json")
+    data.corpus = (_json_file(corpus / "corpus_summary.json") or {}) if corpus is not None else {}
     train = _find(root, "train", "metrics.jsonl")
     data.training = read_jsonl(train / "metrics.jsonl") if train is not None else []
     # A loop keeps survey results in evaluate/survey; `evaluate wvs --out DIR` in DIR itself.
