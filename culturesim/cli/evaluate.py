@@ -18,6 +18,7 @@ from culturesim.cli.common import (
     door,
     fail,
     model_factory,
+    say,
 )
 from culturesim.evaluation.stage import EvaluateSection
 from culturesim.evaluation.survey import SurveyFileError, load_culturespa
@@ -197,6 +198,41 @@ def wvs_command(
         )
     console.print(f"seconds per model: {data['seconds']}", markup=False)
     console.print("wrote " + ", ".join(str(f) for f in result.written), markup=False)
+
+
+# --------------------------------------------------------------------------- split
+
+
+@evaluate_app.command("split")
+def split_command(
+    survey_dir: Annotated[Path, typer.Option(help="Folder with the survey files.")],
+    out: Annotated[Path, typer.Option(help="Run directory to write survey_split.json into.")],
+    seed: Annotated[int, typer.Option(help="Which questions are held out follows from it.")] = 0,
+    topics: Annotated[
+        Path | None, typer.Option(help="Topics YAML (id ranges); the 13 WVS topics by default.")
+    ] = None,
+) -> None:
+    """Hold out half of each topic's survey questions: train and decontaminate against them."""
+    from culturesim.evaluation.split import split_survey, write_split
+    from culturesim.evaluation.survey import load_survey_dir
+    from culturesim.prober.topics import BUILTIN_TOPICS, load_topics
+
+    with door():
+        survey = load_survey_dir(survey_dir)
+        known = load_topics(topics or BUILTIN_TOPICS)
+
+        def topic_of(question: object) -> str:
+            qid = str(getattr(question, "id", ""))
+            return next((t.name for t in known if t.covers(qid)), "")
+
+        split = split_survey(list(survey.questions.values()), topic_of, seed)
+        path = write_split(split, out)
+    for topic, counts in split["by_topic"].items():
+        say(f"{topic}: {counts['seen']} seen, {counts['held_out']} held out")
+    say(
+        f"wrote {path}: {len(split['seen'])} seen, {len(split['held_out'])} held out. Pass it "
+        "to `culturesim corpus --eval-questions` to keep the held-out half out of a corpus."
+    )
 
 
 # --------------------------------------------------------------------------- guard

@@ -46,17 +46,24 @@ class CorpusSection(StageSection):
     dedup_threshold: float = Field(default=CORPUS_DEDUP_THRESHOLD, ge=0.0, le=1.0)
     embeddings: bool = Field(default=True, description="semantic dedup and decontamination")
     eval_questions: str | None = Field(
-        default=None, description="evaluation questions (JSON list with 'question') to keep out"
+        default=None,
+        description="questions to keep out: a JSON list with 'question', or a survey split "
+        "file (its held-out half; `culturesim evaluate split`)",
     )
     unjudged: bool = Field(default=False, description="use dialogues never judged (not advised)")
 
 
 def _evaluation_texts(path: str | None) -> list[str]:
+    """Question texts to keep out: a JSON list of {"question": ...}, or the held-out half of a
+    survey split written by `culturesim evaluate split`."""
     if path is None:
         return []
     try:
-        return [str(q.get("question", "")) for q in json.loads(Path(path).read_text())]
-    except (OSError, json.JSONDecodeError, AttributeError) as error:
+        data = json.loads(Path(path).read_text())
+        if isinstance(data, dict) and "held_out" in data:
+            return [str(q["question"]) for q in data["held_out"]]
+        return [str(q.get("question", "")) for q in data]
+    except (OSError, json.JSONDecodeError, AttributeError, KeyError, TypeError) as error:
         raise StageFailed(f"corpus: eval_questions {path}: {error}") from error
 
 

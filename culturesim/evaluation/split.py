@@ -1,0 +1,61 @@
+"""A seen / held-out split of a survey's questions, stratified by topic.
+
+A positive control is only worth something on items no stage ever saw: the teacher trains on
+the seen half, every corpus is decontaminated against the held-out half, and models are scored
+on the held-out half. The split is a pure function of the question ids, their topics and a
+seed, and it is written into the run so that later stages read the same split.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from culturesim.context import write_json_atomic
+from culturesim.evaluation.survey import SurveyQuestion
+from culturesim.records import derive_seed
+
+SPLIT_FILE = "survey_split.json"
+
+
+def split_survey(
+    questions: Sequence[SurveyQuestion],
+    topic_of: Callable[[SurveyQuestion], str],
+    seed: int,
+) -> dict[str, Any]:
+    """Half of each topic's questions held out (odd counts alternate between the halves, so
+    the whole is split as evenly as the topics allow), chosen by a seeded shuffle per topic."""
+    by_topic: dict[str, list[SurveyQuestion]] = defaultdict(list)
+    for question in questions:
+        by_topic[topic_of(question) or "(no topic)"].append(question)
+    seen: list[str] = []
+    held_out: list[dict[str, Any]] = []
+    counts: dict[str, dict[str, int]] = {}
+    odd = 0
+    for topic in sorted(by_topic):
+        members = sorted(by_topic[topic], key=lambda q: q.id)
+        random.Random(derive_seed("survey-split", seed, topic, digits=12)).shuffle(members)
+        size = len(members) // 2
+        if len(members) % 2:
+            size += odd
+            odd = 1 - odd
+        held, kept = members[:size], members[size:]
+        held_out += [{"id": q.id, "question": q.text, "topic": topic} for q in held]
+        seen += [q.id for q in kept]
+        counts[topic] = {"seen": len(kept), "held_out": len(held)}
+    return {
+        "seed": seed,
+        "seen": sorted(seen),
+        "held_out": sorted(held_out, key=lambda q: q["id"]),
+        "by_topic": counts,
+    }
+
+
+def write_split(split: dict[str, Any], folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / SPLIT_FILE
+    write_json_atomic(path, split)
+    return path
