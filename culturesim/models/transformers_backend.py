@@ -457,7 +457,8 @@ class TransformersModel:
                 [torch.ones_like(suffix_mask[:, :1]).expand(-1, shared), suffix_mask], 1
             )
         positions = (shared + suffix_mask.cumsum(-1) - 1).clamp(min=0)
-        deeper = any(len(node[1]) > 0 for node in children if node[0] in {p for p, _ in rows})
+        members = {p for p, _ in rows}
+        deeper = any(tokens and p in members for p, tokens in children)
         out = self.model(
             input_ids=input_ids,
             attention_mask=attention,
