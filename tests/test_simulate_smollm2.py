@@ -82,7 +82,7 @@ def simulate_arguments(out: Path) -> list[str]:
         "--cultures",
         "DEU",
         "--per-episode",
-        "2",
+        "3",  # a third dialogue, so the kill lands mid-run even on a loaded machine
         "--max-turns",
         "3",
         "--max-new-tokens",
@@ -123,12 +123,12 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(
     process.send_signal(signal.SIGKILL)
     process.wait()
     written_before = len(dialogue_lines(killed))
-    assert written_before == 1, "the kill came after the first and before the last dialogue"
+    assert 1 <= written_before < 3, "the kill came after the first and before the last dialogue"
 
     subprocess.run(simulate_command(killed), check=True, env=env, capture_output=True)
     expected = [json.loads(line) for line in dialogue_lines(reference)]
     resumed = [json.loads(line) for line in dialogue_lines(killed)]
-    assert len(resumed) == 2 and len({d["id"] for d in resumed}) == 2, "no duplicate, none lost"
+    assert len(resumed) == 3 and len({d["id"] for d in resumed}) == 3, "no duplicate, none lost"
     assert {d["id"] for d in resumed} == {d["id"] for d in expected}
     by_id = {d["id"]: d for d in expected}
     for dialogue in resumed:

@@ -70,9 +70,9 @@ def shared_prefix_groups(
             group.append(index)
             common = shared
         else:
-            yield group, (common if len(group) > 1 and common >= min_shared else 0)
+            yield group, (common if len(group) > 1 else 0)
             group, common = [index], len(ids) - 1
-    yield group, (common if len(group) > 1 and common >= min_shared else 0)
+    yield group, (common if len(group) > 1 else 0)
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -103,8 +103,7 @@ def length_buckets(
     for index in order:
         width = lengths[index] + extra_tokens[index]
         new_widest = max(widest, width)
-        longest = max(lengths[index], max((lengths[i] for i in batch), default=0))
-        padded = (len(batch) + 1) * longest
+        padded = (len(batch) + 1) * lengths[index]  # ascending order: the newest is the longest
         too_padded = padded > 0 and 1 - (real + lengths[index]) / padded > max_padding
         if batch and (
             len(batch) >= max_batch_size
