@@ -26,7 +26,8 @@ from culturesim.models.metering import MeteredModel, Usage, UsageMeter
 from culturesim.prompt_library import PromptLibrary
 from culturesim.records import Culture
 
-STAGE_NAMES = ("simulate", "probe", "judge", "corpus", "train", "evaluate", "report")
+TEACHER_ROLE = "teacher"  # a model spec meaning: the base model with the run's teacher adapter
+STAGE_NAMES = ("simulate", "teacher", "probe", "judge", "corpus", "train", "evaluate", "report")
 
 
 class StageFailed(RuntimeError):
@@ -97,8 +98,17 @@ class RunLayout:
         return self.dir("simulate")
 
     @property
+    def teacher(self) -> Path:
+        return self.dir("teacher")
+
+    @property
     def probe(self) -> Path:
         return self.dir("probe")
+
+    @property
+    def split_file(self) -> Path:
+        """The run's seen / held-out survey split, which every later stage reads."""
+        return self.root / "survey_split.json"
 
     @property
     def corpus(self) -> Path:
@@ -193,6 +203,23 @@ class RunContext:
     retry_failed: bool = False
     console: Console = field(default_factory=lambda: Console(emoji=False))
     show_progress: bool = True
+
+    def teacher_adapter(self) -> Path | None:
+        """The adapter the teacher stage left in this run, if any."""
+        adapter = self.layout.teacher / "adapter"
+        return adapter if (adapter / "adapter_config.json").exists() else None
+
+    def role_model(self, spec: str) -> LanguageModel:
+        """The model a config names, where `teacher` is the base with the run's teacher."""
+        if spec != TEACHER_ROLE:
+            return self.models.get(spec)
+        adapter = self.teacher_adapter()
+        if adapter is None:
+            raise StageFailed(
+                f"the model 'teacher' is asked for, but {self.layout.teacher / 'adapter'} holds "
+                "no adapter: add a `teacher:` section to the config (it runs before probe)"
+            )
+        return self.models.get(self.roles.base, adapter)
 
     @property
     def prompts(self) -> PromptLibrary:

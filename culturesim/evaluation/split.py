@@ -59,3 +59,24 @@ def write_split(split: dict[str, Any], folder: Path) -> Path:
     path = folder / SPLIT_FILE
     write_json_atomic(path, split)
     return path
+
+
+class SplitError(ValueError):
+    """A split file cannot be read; the message names it."""
+
+
+def read_split(path: Path) -> dict[str, Any]:
+    """A split written by `write_split`: its seed, seen ids and held-out questions."""
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or "held_out" not in data or "seen" not in data:
+            raise SplitError(f"{path}: not a survey split (no 'seen' and 'held_out' lists)")
+        return data
+    except (OSError, json.JSONDecodeError) as error:
+        raise SplitError(f"{path}: {error}") from error
+
+
+def held_out_ids(split: dict[str, Any]) -> list[str]:
+    return [str(q["id"]) for q in split["held_out"]]

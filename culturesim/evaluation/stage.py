@@ -32,6 +32,10 @@ class EvaluateSection(StageSection):
     )
     cultures: str = Field(default="all", description="codes, comma-separated, or 'all'")
     styles: str = Field(default="unaware,aware", description="unaware, aware, cross_culture")
+    questions: Literal["all", "held_out", "seen"] = Field(
+        default="all",
+        description="which half of the run's survey split to score (the teacher stage writes it)",
+    )
     limit: int | None = Field(default=None, ge=1, description="only the first N questions")
     mode: Literal["logprob", "sample"] = "logprob"
     samples: int = Field(default=1, ge=1, description="samples per prompt in sample mode")
@@ -70,8 +74,12 @@ def trained_adapter(ctx: RunContext) -> Path | None:
 
 
 def loop_variants(ctx: RunContext) -> list[Variant]:
-    """The base model before and, when the loop trained an adapter, after fine-tuning."""
+    """The base model before, the run's teacher when it has one, and, when the loop trained an
+    adapter, the base after fine-tuning (the student, in a positive control)."""
     variants = [Variant("before", ctx.roles.base)]
+    teacher = ctx.teacher_adapter()
+    if teacher is not None:
+        variants.append(Variant("teacher", ctx.roles.base, teacher))
     adapter = trained_adapter(ctx)
     if adapter is not None:
         variants.append(Variant("after", ctx.roles.base, adapter))
@@ -143,7 +151,10 @@ def evaluate_survey(
     if missing:
         raise SurveyFileError(f"no survey data for {', '.join(missing)} in {survey_dir}")
     resolve_cultures(codes, known)
-    questions = list(survey.questions.values())[: section.limit]
+    questions = list(survey.questions.values())
+    if section.questions != "all":
+        questions = _split_half(ctx, section.questions, questions)
+    questions = questions[: section.limit]
     survey = survey.subset(q.id for q in questions)
     models = [ctx.models.get(v.spec, v.adapter) for v in variants]  # before the run directory
     store = RunStore.open(
@@ -158,6 +169,7 @@ def evaluate_survey(
             "answer_prefix": section.answer_prefix,
             "samples": section.samples,
             "limit": section.limit,
+            "questions": section.questions,
             "survey_dir": str(survey_dir),
         },
         seed=ctx.seed,
@@ -184,6 +196,8 @@ def evaluate_survey(
         timings[lm.model_id] = round(time.perf_counter() - start, 1)
     rows = score_run(survey, all_answers, codes) + reference_rows(survey, codes)
     maps = culture_maps(survey, all_answers, codes, out)
+    if "aware" in _split(section.styles):
+        maps += write_comparison(survey, all_answers, variants, models, codes, out, ctx.seed)
     files = write_outputs(
         rows,
         out,
@@ -196,6 +210,47 @@ def evaluate_survey(
         },
     )
     return {"survey_rows": len(rows), "seconds": timings}, [*files, *maps]
+
+
+def _split_half(ctx: RunContext, half: str, questions: list[Any]) -> list[Any]:
+    from culturesim.evaluation.split import SplitError, held_out_ids, read_split
+
+    path = ctx.layout.split_file
+    if not path.exists():
+        raise StageFailed(
+            f"evaluate: questions {half!r} needs the run's survey split {path}; add a "
+            "`teacher:` section, or write one with `culturesim evaluate split --out RUN`"
+        )
+    try:
+        split = read_split(path)
+    except SplitError as error:
+        raise StageFailed(f"evaluate: {error}") from error
+    wanted = set(held_out_ids(split) if half == "held_out" else split["seen"])
+    return [q for q in questions if q.id in wanted]
+
+
+def write_comparison(
+    survey: Any,
+    answers: Sequence[Any],
+    variants: Sequence[Variant],
+    models: Sequence[Any],
+    codes: Sequence[str],
+    out: Path,
+    seed: int,
+) -> list[Path]:
+    """The variants' culture-aware answers side by side, with paired bootstrap intervals."""
+    from culturesim.evaluation.control import compare_models, plot_comparison
+
+    by_variant = {
+        v.name: [a for a in answers if a.model == lm.model_id and a.prompt == "aware"]
+        for v, lm in zip(variants, models, strict=True)
+    }
+    comparison = compare_models(survey, by_variant, codes, seed=seed)
+    comparison["models"] = {v.name: lm.model_id for v, lm in zip(variants, models, strict=True)}
+    return [
+        write_json_atomic(out / "comparison.json", comparison),
+        plot_comparison(comparison, out / "comparison.png", "Culture-aware answers by model"),
+    ]
 
 
 def culture_maps(

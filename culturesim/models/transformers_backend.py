@@ -75,6 +75,38 @@ def shared_prefix_groups(
     yield group, (common if len(group) > 1 else 0)
 
 
+def encode_prompt_with(
+    tokenizer: PreTrainedTokenizerBase, prompt: Prompt, *, where: str = "the model"
+) -> list[int]:
+    """Token ids for a prompt: chats get the chat template and the assistant header.
+
+    A chat whose last message is the assistant's is a prefill: the model continues that
+    message (no end-of-turn is added), which lets scoring put an answer prefix in its mouth.
+    Training code that must see exactly the tokens scoring sees (the survey teacher) calls
+    this too.
+    """
+    if isinstance(prompt, str):
+        return list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+    if tokenizer.chat_template is None:
+        raise ValueError(f"{where} has no chat template; pass raw text prompts instead of chats")
+    prefill = prompt[-1]["role"] == "assistant"
+    text = tokenizer.apply_chat_template(
+        [{"role": m["role"], "content": m["content"]} for m in prompt],
+        add_generation_prompt=not prefill,
+        continue_final_message=prefill,
+        tokenize=False,
+    )
+    return list(tokenizer(str(text), add_special_tokens=False)["input_ids"])
+
+
+def encode_candidate_with(tokenizer: PreTrainedTokenizerBase, candidate: str) -> list[int]:
+    """A scored continuation's token ids (no special tokens)."""
+    ids = list(tokenizer(candidate, add_special_tokens=False)["input_ids"])
+    if not ids:
+        raise ValueError(f"candidate {candidate!r} encodes to no tokens")
+    return ids
+
+
 def pick_device(requested: str | None = None) -> torch.device:
     if requested:
         return torch.device(requested)
@@ -201,31 +233,11 @@ class TransformersModel:
     # ------------------------------------------------------------------ encoding
 
     def encode_prompt(self, prompt: Prompt) -> list[int]:
-        """Token ids for a prompt: chats get the chat template and the assistant header.
-
-        A chat whose last message is the assistant's is a prefill: the model continues that
-        message (no end-of-turn is added), which lets scoring put an answer prefix in its mouth.
-        """
-        if isinstance(prompt, str):
-            return list(self.tokenizer(prompt, add_special_tokens=True)["input_ids"])
-        if self.tokenizer.chat_template is None:
-            raise ValueError(
-                f"{self.model_id} has no chat template; pass raw text prompts instead of chats"
-            )
-        prefill = prompt[-1]["role"] == "assistant"
-        text = self.tokenizer.apply_chat_template(
-            [{"role": m["role"], "content": m["content"]} for m in prompt],
-            add_generation_prompt=not prefill,
-            continue_final_message=prefill,
-            tokenize=False,
-        )
-        return list(self.tokenizer(str(text), add_special_tokens=False)["input_ids"])
+        """Token ids for a prompt (see `encode_prompt_with`)."""
+        return encode_prompt_with(self.tokenizer, prompt, where=self.model_id)
 
     def encode_candidate(self, candidate: str) -> list[int]:
-        ids = list(self.tokenizer(candidate, add_special_tokens=False)["input_ids"])
-        if not ids:
-            raise ValueError(f"candidate {candidate!r} encodes to no tokens")
-        return ids
+        return encode_candidate_with(self.tokenizer, candidate)
 
     def _decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
         return str(self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens))

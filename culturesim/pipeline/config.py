@@ -20,6 +20,7 @@ from culturesim.judge.stage import JudgeSection
 from culturesim.prober.stage import ProbeSection
 from culturesim.roleplay.stage import SimulateSection
 from culturesim.training.corpus_stage import CorpusSection
+from culturesim.training.teacher_stage import TeacherSection
 from culturesim.training.train_stage import TrainSection
 from culturesim.yamlfiles import read_yaml_mapping, validation_problems
 
@@ -40,7 +41,9 @@ class Models(_Section):
     actor: str = "smollm2"
     prober: str = "smollm2"
     answerer: str | None = Field(
-        default=None, description="answers the probe's questions; the prober when unset"
+        default=None,
+        description="answers the probe's questions; the prober when unset; `teacher` is the "
+        "base model with the run's teacher adapter",
     )
     judge: str = "smollm2"
     base: str = Field(default="smollm2", description="the model fine-tuned and evaluated")
@@ -57,6 +60,7 @@ class RunConfig(_Section):
         default_factory=list, description="your culture folders, for every stage"
     )
     simulate: SimulateSection | None = None
+    teacher: TeacherSection | None = None
     probe: ProbeSection | None = None
     judge: JudgeSection | None = None
     corpus: CorpusSection | None = None
@@ -110,12 +114,13 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 INPUT_PATHS: dict[str | None, tuple[str, ...]] = {
     None: ("prompts_dir", "culture_dirs"),
     "simulate": ("scenario_dirs", "culture_dirs"),
+    "teacher": ("survey_dir",),
     "probe": ("topics_file", "seeds", "eval_questions"),
     "judge": ("rubrics_dirs",),
     "corpus": ("eval_questions",),
     "evaluate": ("survey_dir",),
 }
-_NOT_A_PATH = ("smollm2", "hf:", "openai:", "ray:")
+_NOT_A_PATH = ("smollm2", "teacher", "hf:", "openai:", "ray:")
 
 
 def resolve_input_paths(data: dict[str, Any], folder: Path) -> dict[str, Any]:

@@ -38,10 +38,11 @@ def stage_functions() -> dict[str, StageFunction]:
     from culturesim.prober import stage as probe
     from culturesim.report import stage as report
     from culturesim.roleplay import stage as simulate
-    from culturesim.training import corpus_stage, train_stage
+    from culturesim.training import corpus_stage, teacher_stage, train_stage
 
     return {
         "simulate": simulate.run,
+        "teacher": teacher_stage.run,
         "probe": probe.run,
         "judge": judge.run,
         "corpus": corpus_stage.run,
@@ -139,6 +140,12 @@ def input_problems(config: RunConfig) -> list[str]:
         spec = getattr(config.models, role)
         if spec is None or spec.startswith(("hf:", "openai:", "ray:")):
             continue
+        if spec == "teacher":
+            if config.teacher is None and role != "base":
+                problems.append(
+                    f"models.{role}: 'teacher' needs a `teacher:` section (it trains the teacher)"
+                )
+            continue
         if spec == "smollm2":
             from importlib.util import find_spec
 
@@ -174,6 +181,12 @@ def plan(config: RunConfig, stages: Sequence[str], force: bool = False) -> list[
                 f"{episodes} episodes × {config.simulate.per_episode} = {dialogues} dialogues "
                 f"with {config.models.actor}"
             )
+        elif name == "teacher" and config.teacher is not None:
+            cultures = [c for c in config.teacher.cultures.split(",") if c.strip()]
+            work = (
+                f"hold out half the survey (seed {config.teacher.split_seed}), then LoRA of "
+                f"{config.models.base} on the seen half's shares for {len(cultures)} cultures"
+            )
         elif name == "probe" and config.probe is not None:
             from culturesim.prober.topics import BUILTIN_TOPICS, load_topics, select_topics
 
@@ -201,17 +214,21 @@ def plan(config: RunConfig, stages: Sequence[str], force: bool = False) -> list[
             )
             work = f"LoRA {config.train.method} of {config.models.base} on '{config.train.set}', {steps}"
         elif name == "evaluate" and config.evaluate is not None:
-            variants = 2 if (config.train is not None or trained_adapter(ctx)) else 1
+            names = ["before"]
+            if config.teacher is not None or ctx.teacher_adapter() is not None:
+                names.append("teacher")
+            if config.train is not None or trained_adapter(ctx) is not None:
+                names.append("after")
             parts = []
             if config.evaluate.survey_dir:
                 limit = config.evaluate.limit or "all"
                 parts.append(
-                    f"survey ({limit} questions, cultures {config.evaluate.cultures}, "
+                    f"survey ({limit} {config.evaluate.questions} questions, cultures {config.evaluate.cultures}, "
                     f"{config.evaluate.styles})"
                 )
             if config.evaluate.guard:
                 parts.append("sanity set (30 items)")
-            work = f"{' + '.join(parts) or 'nothing'} × {variants} (before/after)"
+            work = f"{' + '.join(parts) or 'nothing'} × {len(names)} ({'/'.join(names)})"
         elif name == "report":
             work = f"static HTML at {layout.report / 'index.html'}"
         status = "done, skipped" if name in done and not force else "to run"

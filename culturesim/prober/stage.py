@@ -45,17 +45,38 @@ class ProbeSection(StageSection):
     structured: bool = Field(default=True, description="fill a JSON skeleton (else free text)")
     temperature: float = Field(default=0.9, ge=0.0, description="generation (the paper: 0.9)")
     prefill: str = Field(default='{"Question": "', description="assistant prefill ('' for none)")
+    compare_with: str | None = Field(
+        default=None,
+        description="a second answering model (a spec, or a role: base, prober) whose "
+        "instance yield on the same questions is reported beside the answerer's",
+    )
     batch_size: int = Field(default=64, ge=1)
 
 
-def _eval_texts(path: str | None) -> list[str]:
+def _eval_texts(path: str | None, split_file: Path) -> list[str]:
+    """Questions generation must not reproduce: the given file's, and the held-out half of the
+    run's survey split when the run has one."""
+    texts = []
+    if split_file.exists():
+        split = json.loads(split_file.read_text(encoding="utf-8"))
+        texts += [str(q["question"]) for q in split["held_out"]]
     if path is None:
-        return []
+        return texts
     try:
         rows = json.loads(Path(path).read_text(encoding="utf-8"))
+        if isinstance(rows, dict) and "held_out" in rows:
+            rows = rows["held_out"]
     except (OSError, json.JSONDecodeError) as error:
         raise StageFailed(f"probe: eval_questions {path}: {error}") from error
-    return [str(item.get("question", "")) for item in rows]
+    return texts + [str(item.get("question", "")) for item in rows]
+
+
+def _model_spec(ctx: RunContext, name: str) -> str:
+    """A role name (base, prober, judge, actor) to its spec; anything else is a spec."""
+    return str(getattr(ctx.roles, name, None) or name) if name in _ROLES else name
+
+
+_ROLES = ("base", "prober", "judge", "actor")
 
 
 def run(section: ProbeSection, ctx: RunContext) -> StageResult:
@@ -85,13 +106,16 @@ def run(section: ProbeSection, ctx: RunContext) -> StageResult:
     if section.seeds is not None:
         for name, extra in seeds_from_file(Path(section.seeds), topic_list).items():
             seed_map[name] = seed_map[name] + extra
-    eval_texts = _eval_texts(section.eval_questions)
+    eval_texts = _eval_texts(section.eval_questions, ctx.layout.split_file)
     answer_spec = ctx.roles.answerer or ctx.roles.prober
     identity: dict[str, Any] = {"command": "probe", "model": ctx.roles.prober, **section.identity()}
     if answer_spec != ctx.roles.prober:
         identity["answer_model"] = answer_spec
     generator_model = ctx.models.get(ctx.roles.prober)  # built first: a bad spec locks nothing
-    answer_model = ctx.models.get(answer_spec)
+    answer_model = ctx.role_model(answer_spec)
+    compare_model = (
+        ctx.role_model(_model_spec(ctx, section.compare_with)) if section.compare_with else None
+    )
     store = RunStore.open(out, identity, seed=ctx.seed)
 
     started = time.perf_counter()
@@ -128,6 +152,32 @@ def run(section: ProbeSection, ctx: RunContext) -> StageResult:
         console=ctx.console,
     )
     instances = detect_instances(questions, answers, rule_list)
+    comparison: dict[str, Any] | None = None
+    if compare_model is not None:
+        # The second model's answers are stored (their ids name the model), its instances only
+        # counted: the corpus is built from the answerer's.
+        compared = detect_instances(
+            questions,
+            run_items(
+                compare_model,
+                items,
+                store=store,
+                mode=section.mode,
+                samples=section.samples,
+                seed=ctx.seed,
+                batch_size=section.batch_size,
+                label="probing (comparison)",
+                show_progress=ctx.show_progress,
+                console=ctx.console,
+            ),
+            rule_list,
+        )
+        counted = Counter(i.rule for i in compared)
+        comparison = {
+            "model": compare_model.model_id,
+            "instances": {r.name: counted[r.name] for r in rule_list},
+            "pairs": len({(i.question_id, i.culture) for i in compared}),
+        }
     done = store.done_ids(Instance)
     store.append_many([i for i in instances if i.id not in done])
     per_rule = Counter((i.rule, i.culture) for i in instances)
@@ -149,6 +199,9 @@ def run(section: ProbeSection, ctx: RunContext) -> StageResult:
             name: {"requested": s.requested, "kept": s.kept, "rejected": dict(s.rejected)}
             for name, s in stats.items()
         },
+        "answer_model": answer_model.model_id,
+        "pairs": len({(i.question_id, i.culture) for i in instances}),
+        "comparison": comparison,
         "generation_seconds": round(generation_seconds, 1),
         "total_seconds": round(time.perf_counter() - started, 1),
     }
@@ -158,7 +211,10 @@ def run(section: ProbeSection, ctx: RunContext) -> StageResult:
             "questions": len(questions),
             "answers": len(answers),
             "instances": sum(summary["instances"].values()),  # type: ignore[attr-defined]
-            **{k: summary[k] for k in ("decontaminated", "instances_by_culture", "topics")},
+            **{
+                k: summary[k]
+                for k in ("decontaminated", "instances_by_culture", "topics", "comparison")
+            },
         },
         written=(summary_path,),
     )

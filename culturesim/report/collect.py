@@ -39,6 +39,8 @@ class ReportData:
     survey_summary: list[dict[str, Any]] = field(default_factory=list)
     guard: list[dict[str, Any]] = field(default_factory=list)
     evaluation_images: list[Path] = field(default_factory=list)
+    comparison: dict[str, Any] = field(default_factory=dict)
+    signal: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def facets(self) -> dict[str, list[str]]:
@@ -103,11 +105,67 @@ def collect(root: Path) -> ReportData:
     if survey_dir is not None:
         data.survey_summary = (_json_file(survey_dir / "results.json") or {}).get("summary", [])
         data.evaluation_images = sorted(survey_dir.glob("*.png"))
+        data.comparison = _json_file(survey_dir / "comparison.json") or {}
     guard = next(
         (p for p in (root / "evaluate" / "guard.json", root / "guard.json") if p.exists()), None
     )
     data.guard = _json_file(guard) if guard is not None else []
+    data.signal = _signal_by_stage(root, data, latest)
     return data
+
+
+def _signal_by_stage(
+    root: Path, data: ReportData, stages: dict[str, dict[str, Any]]
+) -> list[dict[str, str]]:
+    """Where a planted signal goes, stage by stage: what each stage kept of it."""
+    rows = []
+    teacher = _json_file(root / "teacher" / "teacher_summary.json")
+    if teacher:
+        rows.append(
+            {
+                "stage": "teacher",
+                "what": f"{teacher['rows']} (culture, seen question) rows, {teacher['steps']} "
+                f"steps, loss {teacher['first_loss']} → {teacher['last_loss']}",
+            }
+        )
+    probe = data.probe_summary
+    if probe:
+        compared = probe.get("comparison") or {}
+        rows.append(
+            {
+                "stage": "probe",
+                "what": f"{probe.get('questions_kept', 0)} questions; instances by "
+                f"{probe.get('answer_model', 'the answerer')}: {probe.get('instances', {})}"
+                + (
+                    f"; by {compared['model']} on the same questions: {compared['instances']}"
+                    if compared
+                    else ""
+                ),
+            }
+        )
+    judged = (stages.get("judge", {}).get("counts") or {}).get("probe", {}).get("instances")
+    if judged:
+        rows.append({"stage": "judge", "what": f"instances {judged}"})
+    joint = data.corpus.get("sets", {}).get("culturespa_joint")
+    if joint:
+        overlap = data.corpus.get("removed", {}).get("culturespa evaluation overlap", 0)
+        rows.append(
+            {
+                "stage": "corpus",
+                "what": f"culturespa_joint {joint['train']} train + {joint['validation']} "
+                f"validation rows; {overlap} removed as held-out overlap",
+            }
+        )
+    losses = [r for r in data.training if "loss" in r]
+    if losses:
+        rows.append(
+            {
+                "stage": "train",
+                "what": f"{losses[-1]['step']} steps, loss {losses[0]['loss']} → "
+                f"{losses[-1]['loss']}",
+            }
+        )
+    return rows
 
 
 def _collect_dialogues(run: Path, data: ReportData) -> None:
@@ -211,12 +269,17 @@ def _collect_probe(run: Path, data: ReportData) -> None:
     for instance in store.read(Instance):
         instances[(instance.question_id, instance.culture)].append(instance)
     # Answers name their question as the survey item they were asked as ("survey:<id>").
-    unaware = {_bare(a.question_id): a for a in answers if a.prompt == "unaware"}
+    # With `compare_with` a second model answered too: the table shows the answerer's answers,
+    # which are the ones the instances were taken from.
+    answerer = data.probe_summary.get("answer_model")
+    unaware = {(_bare(a.question_id), a.model): a for a in answers if a.prompt == "unaware"}
     for answer in answers:
         qid = _bare(answer.question_id)
         if answer.prompt != "aware" or qid not in questions:
             continue
-        base = unaware.get(qid)
+        if answerer and answer.model != answerer:
+            continue
+        base = unaware.get((qid, answer.model))
         question = questions[qid]
         matched = instances.get((qid, answer.culture), [])
         data.probe_rows.append(

@@ -210,8 +210,12 @@ def instance_rows(
     questions: dict[str, Question],
     answers: dict[str, Answer],
     prompter: SurveyPrompter,
+    *,
+    answer_prefix: str = "",
 ) -> tuple[list[Row], list[Row], Counter[str]]:
-    """(SFT rows, DPO rows, skip counts); one pair per (question, culture), whatever rules kept it."""
+    """(SFT rows, DPO rows, skip counts); one pair per (question, culture), whatever rules kept it.
+
+    Targets are the option number, after `answer_prefix` when one is given."""
     sft, dpo, skipped = [], [], Counter[str]()
     seen: set[tuple[str, str]] = set()
     for instance in sorted(instances, key=lambda i: (i.question_id, i.culture, i.rule)):
@@ -239,7 +243,7 @@ def instance_rows(
                 instance.culture,
                 "culturespa",
                 ids,
-                [*prompt, {"role": "assistant", "content": str(best_aware)}],
+                [*prompt, {"role": "assistant", "content": f"{answer_prefix}{best_aware}"}],
             )
         )
         if best_aware == best_unaware:
@@ -252,8 +256,8 @@ def instance_rows(
                 "dpo",
                 ids,
                 prompt=prompt,
-                chosen=[{"role": "assistant", "content": str(best_aware)}],
-                rejected=[{"role": "assistant", "content": str(best_unaware)}],
+                chosen=[{"role": "assistant", "content": f"{answer_prefix}{best_aware}"}],
+                rejected=[{"role": "assistant", "content": f"{answer_prefix}{best_unaware}"}],
             )
         )
     return sft, dpo, skipped

@@ -50,6 +50,11 @@ class CorpusSection(StageSection):
         description="questions to keep out: a JSON list with 'question', or a survey split "
         "file (its held-out half; `culturesim evaluate split`)",
     )
+    answer_prefix: str = Field(
+        default="",
+        description="text before the option number in CultureSPA and DPO targets ('' as "
+        "published; the evaluation's 'The answer is ' makes targets match how models are scored)",
+    )
     unjudged: bool = Field(default=False, description="use dialogues never judged (not advised)")
 
 
@@ -65,6 +70,13 @@ def _evaluation_texts(path: str | None) -> list[str]:
         return [str(q.get("question", "")) for q in data]
     except (OSError, json.JSONDecodeError, AttributeError, KeyError, TypeError) as error:
         raise StageFailed(f"corpus: eval_questions {path}: {error}") from error
+
+
+def _overlap_sources(section: CorpusSection, ctx: RunContext) -> str:
+    sources = [section.eval_questions] if section.eval_questions else []
+    if ctx.layout.split_file.exists():
+        sources.append(f"{ctx.layout.split_file} (held-out half)")
+    return ", ".join(sources) or "no evaluation set given"
 
 
 def run(section: CorpusSection, ctx: RunContext) -> StageResult:
@@ -100,6 +112,8 @@ def run(section: CorpusSection, ctx: RunContext) -> StageResult:
         seed=ctx.seed,
     )
     evaluation = _evaluation_texts(section.eval_questions)
+    if ctx.layout.split_file.exists():  # the run's held-out half stays out of every corpus
+        evaluation += _evaluation_texts(str(ctx.layout.split_file))
     library = ctx.prompts
     cultures = ctx.cultures(*runs)
     prompter = SurveyPrompter(cultures, library=library)
@@ -142,7 +156,9 @@ def run(section: CorpusSection, ctx: RunContext) -> StageResult:
                 removed[f"instance {verdict}"] += 1
         questions = {q.id: q for q in store.read(Question)}
         answers = {x.id: x for x in store.read(Answer)}
-        sft, dpo, skipped = instance_rows(kept_instances, questions, answers, prompter)
+        sft, dpo, skipped = instance_rows(
+            kept_instances, questions, answers, prompter, answer_prefix=section.answer_prefix
+        )
         spa_rows += sft
         dpo_rows += dpo
         removed.update(skipped)
@@ -192,7 +208,12 @@ def run(section: CorpusSection, ctx: RunContext) -> StageResult:
         sets[f"culturespa_{code}"] = [r for r in families["culturespa"] if r.culture == code]
     out = ctx.layout.corpus
     out.mkdir(parents=True, exist_ok=True)
-    summary: dict[str, Any] = {"sets": {}, "removed": dict(removed), "filters": filters}
+    summary: dict[str, Any] = {
+        "sets": {},
+        "removed": dict(removed),
+        "filters": filters,
+        "kept_out": _overlap_sources(section, ctx),
+    }
     for name, rows in sets.items():
         counts = write_set(name, split_by_culture(rows, section.validation, ctx.seed), out)
         summary["sets"][name] = {
@@ -242,7 +263,7 @@ def dataset_card(section: CorpusSection, runs: list[Path], summary: dict[str, An
         "- near-duplicates removed within each kind of set across the corpus (exact, then cosine "
         f">= {section.dedup_threshold} on all-MiniLM-L6-v2"
         f"{'' if section.embeddings else ', embeddings off'})",
-        f"- evaluation overlap removed: {section.eval_questions or 'no evaluation set given'}",
+        f"- evaluation overlap removed: {summary['kept_out']}",
         f"- validation: {section.validation:.0%} per culture",
         "",
         "## Removed",
