@@ -447,3 +447,58 @@ def test_the_wvs_teacher_rows_cover_the_seen_half_only() -> None:
     assert not {r.question_id for r in rows} & {q["id"] for q in split["held_out"]}
     for row in rows:
         assert sum(row.first_probs) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_the_command_line_scores_a_held_out_half_and_compares_models(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """`evaluate split` then `evaluate wvs --questions held_out` with the same model twice
+    (with and without an adapter's name clash): answers only on held-out questions, and a
+    comparison whose two rows are kept apart."""
+    if not SHARED_WVS.is_dir():
+        pytest.skip(f"the WVS files are not at {SHARED_WVS} (they are never copied into the repo)")
+    from typer.testing import CliRunner
+
+    from culturesim.cli import app
+
+    out = tmp_path / "control"
+    runner = CliRunner()
+    split = runner.invoke(
+        app, ["evaluate", "split", "--survey-dir", str(SHARED_WVS), "--out", str(out)]
+    )
+    assert split.exit_code == 0, split.output
+    model = str(tiny_model_dir)
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "wvs",
+            "-m",
+            model,
+            "-m",
+            model,
+            "--survey-dir",
+            str(SHARED_WVS),
+            "--out",
+            str(out),
+            "--cultures",
+            "USA,CHN",
+            "--styles",
+            "aware",
+            "--questions",
+            "held_out",
+            "--limit",
+            "3",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    held_out = {q["id"] for q in json.loads((out / "survey_split.json").read_text())["held_out"]}
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert list(comparison["variants"]) == [f"{model} #1", f"{model} #2"]
+    assert comparison["questions"] == 3
+    # The same model twice: every paired difference is exactly 0.
+    assert comparison["differences"][f"{model} #2"]["js_distance"]["value"] == 0.0
+    from culturesim.store import RunStore
+
+    asked = {a.question_id.removeprefix("survey:") for a in RunStore(out).read(Answer)}
+    assert asked and asked <= held_out

@@ -123,6 +123,12 @@ def wvs_command(
         int | None, typer.Option(min=1, help="Samples per prompt in sample mode.")
     ] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N questions.")] = None,
+    questions: Annotated[
+        str | None,
+        typer.Option(
+            help="all, held_out or seen: a half of the split in --out (`evaluate split`)."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option()] = 0,
     batch_size: Annotated[int | None, typer.Option(min=1)] = None,
     answer_prefix: Annotated[
@@ -157,6 +163,7 @@ def wvs_command(
             "mode": mode,
             "samples": samples,
             "limit": limit,
+            "questions": questions,
             "batch_size": batch_size,
             "answer_prefix": answer_prefix,
             "guard": guard,

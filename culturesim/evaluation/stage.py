@@ -241,12 +241,15 @@ def write_comparison(
     """The variants' culture-aware answers side by side, with paired bootstrap intervals."""
     from culturesim.evaluation.control import compare_models, plot_comparison
 
+    names = [v.name for v in variants]
+    # `evaluate wvs -m smollm2 -m smollm2 --adapter none --adapter X` names both by their spec.
+    labels = [n if names.count(n) == 1 else f"{n} #{i + 1}" for i, n in enumerate(names)]
     by_variant = {
-        v.name: [a for a in answers if a.model == lm.model_id and a.prompt == "aware"]
-        for v, lm in zip(variants, models, strict=True)
+        label: [a for a in answers if a.model == lm.model_id and a.prompt == "aware"]
+        for label, lm in zip(labels, models, strict=True)
     }
     comparison = compare_models(survey, by_variant, codes, seed=seed)
-    comparison["models"] = {v.name: lm.model_id for v, lm in zip(variants, models, strict=True)}
+    comparison["models"] = {label: lm.model_id for label, lm in zip(labels, models, strict=True)}
     return [
         write_json_atomic(out / "comparison.json", comparison),
         plot_comparison(comparison, out / "comparison.png", "Culture-aware answers by model"),

@@ -331,7 +331,7 @@ def train_teacher(
             rate = tokens / max(time.perf_counter() - started, 1e-9)
             with metrics.open("a") as handle:
                 handle.write(json.dumps({"step": step, "loss": round(losses[-1], 5)}) + "\n")
-            progress.update(task, completed=step, info=f"loss {float(loss):.3f} · {rate:.0f} tok/s")
+            progress.update(task, completed=step, info=f"loss {losses[-1]:.3f} · {rate:.0f} tok/s")
             if step % config.save_steps == 0 and step < len(batches):
                 staging = out / "checkpoint.tmp"
                 staging.mkdir(parents=True, exist_ok=True)
