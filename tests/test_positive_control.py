@@ -16,7 +16,7 @@ from culturesim.evaluation.control import compare_models
 from culturesim.evaluation.metrics import js_distance
 from culturesim.evaluation.survey import Survey, SurveyQuestion, load_survey_dir
 from culturesim.models.transformers_backend import TransformersModel
-from culturesim.records import Answer
+from culturesim.records import Answer, Question
 from culturesim.scenarios.cultures import load_cultures
 from culturesim.training.survey_teacher import (
     SoftRow,
@@ -300,16 +300,18 @@ def test_comparison_scores_a_culture_blind_and_a_culture_knowing_model() -> None
 LOOP_CONTROL = Path(__file__).resolve().parents[1] / "examples" / "loop-control.yaml"
 
 
-def _question_writer() -> ScriptedModel:
-    """Writes a new, well-formed survey question on every call (a random tiny model cannot)."""
+def _question_writer(planted: str) -> ScriptedModel:
+    """Writes a new, well-formed survey question on every call (a random tiny model cannot);
+    its first question is `planted` word for word."""
     topics = iter(range(1000))
     subjects = ["neighbours", "elders", "strangers", "coworkers", "cousins", "teachers"]
 
     def reply(prompt: object) -> str:
         n = next(topics)
+        text = planted if n == 0 else f"How much do you trust your {subjects[n % 6]} in case {n}?"
         return json.dumps(
             {
-                "Question": f"How much do you trust your {subjects[n % 6]} in case {n}?",
+                "Question": text,
                 "Options": ["Completely", "Somewhat", "Not very much", "Not at all"],
             }
         )[len('{"Question": "') :]  # the config's prefill opens the JSON
@@ -363,7 +365,17 @@ def test_the_loop_control_config_runs_with_a_tiny_model(
     ]
     config = load_run_config(LOOP_CONTROL, overrides)
     factory = ModelFactory()
-    factory.provide("question-writer", _question_writer())
+    # The split is a pure function of the survey and seed 0: plant one of its held-out questions.
+    from culturesim.evaluation.split import split_survey
+    from culturesim.prober.topics import BUILTIN_TOPICS, load_topics
+
+    topics = load_topics(BUILTIN_TOPICS)
+    planted = split_survey(
+        list(load_survey_dir(SHARED_WVS).questions.values()),
+        lambda q: next((t.name for t in topics if t.covers(q.id)), ""),
+        0,
+    )["held_out"][0]["question"]
+    factory.provide("question-writer", _question_writer(planted))
     factory.provide("agreeing-judge", AgreeingJudge(model_id="agreeing-judge"))
     RunStore.open(out, {"command": "run", **config.identity()}, seed=config.seed)
     ctx = context_for(config, models=factory, show_progress=False)
@@ -385,6 +397,9 @@ def test_the_loop_control_config_runs_with_a_tiny_model(
     assert len(split["seen"]) + len(held_out) == 259
     assert (out / "teacher" / "adapter" / "adapter_config.json").exists()
     probe = json.loads((out / "probe" / "probe_summary.json").read_text())
+    assert probe["decontaminated"] >= 1  # the planted held-out question, at generation
+    generated = RunStore(out / "probe").read(Question)
+    assert generated and all(q.text != planted for q in generated)
     assert (
         "+adapter:" in probe["answer_model"]
         and probe["comparison"]["model"] != probe["answer_model"]

@@ -56,10 +56,14 @@ class ProbeSection(StageSection):
 def _eval_texts(path: str | None, split_file: Path) -> list[str]:
     """Questions generation must not reproduce: the given file's, and the held-out half of the
     run's survey split when the run has one."""
+    from culturesim.evaluation.split import SplitError, read_split
+
     texts = []
     if split_file.exists():
-        split = json.loads(split_file.read_text(encoding="utf-8"))
-        texts += [str(q["question"]) for q in split["held_out"]]
+        try:
+            texts += [str(q["question"]) for q in read_split(split_file)["held_out"]]
+        except SplitError as error:
+            raise StageFailed(f"probe: {error}") from error
     if path is None:
         return texts
     try:
