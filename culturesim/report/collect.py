@@ -161,8 +161,8 @@ def _signal_by_stage(
         rows.append(
             {
                 "stage": "train",
-                "what": f"{losses[-1]['step']} steps, loss {losses[0]['loss']} → "
-                f"{losses[-1]['loss']}",
+                "what": f"{losses[-1]['step']} steps, loss {losses[0]['loss']:.4f} → "
+                f"{losses[-1]['loss']:.4f}",
             }
         )
     return rows
