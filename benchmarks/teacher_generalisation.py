@@ -31,7 +31,7 @@ from culturesim.evaluation.split import split_survey
 from culturesim.evaluation.survey import load_survey_dir
 from culturesim.models.smollm2 import SMOLLM2_ID, ensure_converted
 from culturesim.models.transformers_backend import TransformersModel
-from culturesim.prober.topics import BUILTIN_TOPICS, load_topics
+from culturesim.prober.topics import BUILTIN_TOPICS, load_topics, topic_namer
 from culturesim.scenarios.cultures import load_cultures
 from culturesim.training.survey_teacher import TeacherConfig, build_rows, train_teacher
 
@@ -51,11 +51,8 @@ def main() -> None:
     hf_logging.set_verbosity_error()
 
     survey = load_survey_dir(args.survey_dir)
-    topics = load_topics(BUILTIN_TOPICS)
     split = split_survey(
-        list(survey.questions.values()),
-        lambda q: next((t.name for t in topics if t.covers(q.id)), ""),
-        0,
+        list(survey.questions.values()), topic_namer(load_topics(BUILTIN_TOPICS)), 0
     )
     seen = split["seen"][:: args.stride]
     held = [q["id"] for q in split["held_out"]][:: args.stride]

@@ -206,8 +206,7 @@ class RunContext:
 
     def teacher_adapter(self) -> Path | None:
         """The adapter the teacher stage left in this run, if any."""
-        adapter = self.layout.teacher / "adapter"
-        return adapter if (adapter / "adapter_config.json").exists() else None
+        return saved_adapter(self.layout.teacher / "adapter")
 
     def role_model(self, spec: str) -> LanguageModel:
         """The model a config names, where `teacher` is the base with the run's teacher."""
@@ -239,6 +238,11 @@ class RunContext:
             if (run_dir / "culture.jsonl").exists():
                 known.update((c.code, c) for c in RunStore(run_dir).read(Culture))
         return known
+
+
+def saved_adapter(folder: Path) -> Path | None:
+    """`folder` when a finished LoRA adapter is saved there (PEFT writes its config last)."""
+    return folder if (folder / "adapter_config.json").exists() else None
 
 
 def json_safe(data: Any) -> Any:

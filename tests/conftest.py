@@ -59,7 +59,9 @@ def train_tokenizer() -> PreTrainedTokenizerFast:
     return fast
 
 
-def make_tiny_llama(tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> LlamaForCausalLM:
+def make_tiny_llama(
+    tokenizer: PreTrainedTokenizerFast, seed: int = 0, initializer_range: float = 0.02
+) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -73,6 +75,7 @@ def make_tiny_llama(tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> LlamaF
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=None,
         tie_word_embeddings=False,
+        initializer_range=initializer_range,
     )
     return LlamaForCausalLM(config).eval()
 

@@ -97,28 +97,11 @@ def wide_logits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Llama whose output layer is initialised wide enough (std 0.2) that a
     LoRA on its blocks can concentrate probability on a few tokens; at the default 0.02 its
     logits stay within about ±1 whatever the blocks do."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from tests.conftest import train_tokenizer
+    from tests.conftest import make_tiny_llama, train_tokenizer
 
     tokenizer = train_tokenizer()
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
-        tie_word_embeddings=False,
-        initializer_range=0.2,
-    )
     folder = tmp_path_factory.mktemp("wide-logits")
-    LlamaForCausalLM(config).save_pretrained(folder)
+    make_tiny_llama(tokenizer, initializer_range=0.2).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
@@ -367,12 +350,11 @@ def test_the_loop_control_config_runs_with_a_tiny_model(
     factory = ModelFactory()
     # The split is a pure function of the survey and seed 0: plant one of its held-out questions.
     from culturesim.evaluation.split import split_survey
-    from culturesim.prober.topics import BUILTIN_TOPICS, load_topics
+    from culturesim.prober.topics import BUILTIN_TOPICS, load_topics, topic_namer
 
-    topics = load_topics(BUILTIN_TOPICS)
     planted = split_survey(
         list(load_survey_dir(SHARED_WVS).questions.values()),
-        lambda q: next((t.name for t in topics if t.covers(q.id)), ""),
+        topic_namer(load_topics(BUILTIN_TOPICS)),
         0,
     )["held_out"][0]["question"]
     factory.provide("question-writer", _question_writer(planted))
@@ -435,16 +417,13 @@ def test_the_wvs_teacher_rows_cover_the_seen_half_only() -> None:
     if not SHARED_WVS.is_dir():
         pytest.skip(f"the WVS files are not at {SHARED_WVS} (they are never copied into the repo)")
     from culturesim.evaluation.split import split_survey
-    from culturesim.prober.topics import BUILTIN_TOPICS, load_topics
+    from culturesim.prober.topics import BUILTIN_TOPICS, load_topics, topic_namer
     from culturesim.training.teacher_stage import CULTURESPA_CULTURES
     from tests.conftest import train_tokenizer
 
     survey = load_survey_dir(SHARED_WVS)
-    topics = load_topics(BUILTIN_TOPICS)
     split = split_survey(
-        list(survey.questions.values()),
-        lambda q: next((t.name for t in topics if t.covers(q.id)), ""),
-        0,
+        list(survey.questions.values()), topic_namer(load_topics(BUILTIN_TOPICS)), 0
     )
     cultures = CULTURESPA_CULTURES.split(",")
     rows = build_rows(

@@ -221,16 +221,12 @@ def split_command(
 ) -> None:
     """Hold out half of each topic's survey questions: train and decontaminate against them."""
     from culturesim.evaluation.split import split_survey, write_split
-    from culturesim.evaluation.survey import SurveyQuestion, load_survey_dir
-    from culturesim.prober.topics import BUILTIN_TOPICS, load_topics
+    from culturesim.evaluation.survey import load_survey_dir
+    from culturesim.prober.topics import BUILTIN_TOPICS, load_topics, topic_namer
 
     with door():
         survey = load_survey_dir(survey_dir)
-        known = load_topics(topics or BUILTIN_TOPICS)
-
-        def topic_of(question: SurveyQuestion) -> str:
-            return next((t.name for t in known if t.covers(question.id)), "")
-
+        topic_of = topic_namer(load_topics(topics or BUILTIN_TOPICS))
         split = split_survey(list(survey.questions.values()), topic_of, seed)
         path = write_split(split, out)
     for topic, counts in split["by_topic"].items():

@@ -16,7 +16,14 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from culturesim.context import RunContext, StageFailed, StageResult, StageSection, write_json_atomic
+from culturesim.context import (
+    RunContext,
+    StageFailed,
+    StageResult,
+    StageSection,
+    saved_adapter,
+    write_json_atomic,
+)
 from culturesim.evaluation.administer import DEFAULT_ANSWER_PREFIX
 
 STYLES = ("unaware", "aware", "cross_culture")
@@ -69,8 +76,7 @@ def _split(text: str) -> list[str]:
 
 
 def trained_adapter(ctx: RunContext) -> Path | None:
-    adapter = ctx.layout.train / "adapter"
-    return adapter if (adapter / "adapter_config.json").exists() else None
+    return saved_adapter(ctx.layout.train / "adapter")
 
 
 def loop_variants(ctx: RunContext) -> list[Variant]:

@@ -107,6 +107,19 @@ def encode_candidate_with(tokenizer: PreTrainedTokenizerBase, candidate: str) ->
     return ids
 
 
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows right-aligned in one batch (ids, attention mask), so every row's last token is at
+    the last position; inference and the survey teacher's training both batch this way."""
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            input_ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            attention[i, width - len(row) :] = 1
+    return input_ids, attention
+
+
 def pick_device(requested: str | None = None) -> torch.device:
     if requested:
         return torch.device(requested)
@@ -243,13 +256,7 @@ class TransformersModel:
         return str(self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens))
 
     def _left_padded(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        width = max(len(r) for r in rows)
-        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            if row:
-                input_ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-                attention[i, width - len(row) :] = 1
+        input_ids, attention = left_pad(rows, self.pad_token_id)
         return input_ids.to(self.device), attention.to(self.device)
 
     # ------------------------------------------------------------------ generate

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -143,38 +144,25 @@ def run(section: ProbeSection, ctx: RunContext) -> StageResult:
     items = SurveyPrompter(known, library=ctx.prompts).items(
         [as_survey_question(q) for q in questions], ["unaware", "aware"], codes
     )
-    answers = run_items(
-        answer_model,
-        items,
+    answer_all = partial(
+        run_items,
+        items=items,
         store=store,
         mode=section.mode,
         samples=section.samples,
         seed=ctx.seed,
         batch_size=section.batch_size,
-        label="probing",
         show_progress=ctx.show_progress,
         console=ctx.console,
     )
+    answers = answer_all(answer_model, label="probing")
     instances = detect_instances(questions, answers, rule_list)
     comparison: dict[str, Any] | None = None
     if compare_model is not None:
         # The second model's answers are stored (their ids name the model), its instances only
         # counted: the corpus is built from the answerer's.
         compared = detect_instances(
-            questions,
-            run_items(
-                compare_model,
-                items,
-                store=store,
-                mode=section.mode,
-                samples=section.samples,
-                seed=ctx.seed,
-                batch_size=section.batch_size,
-                label="probing (comparison)",
-                show_progress=ctx.show_progress,
-                console=ctx.console,
-            ),
-            rule_list,
+            questions, answer_all(compare_model, label="probing (comparison)"), rule_list
         )
         counted = Counter(i.rule for i in compared)
         comparison = {

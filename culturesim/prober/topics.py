@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from culturesim.evaluation.survey import SurveyQuestion
 from culturesim.paths import package_data
 from culturesim.records import Question
 
@@ -64,6 +65,16 @@ class Topic(BaseModel):
             )
             for s in self.seeds
         ]
+
+
+def topic_namer(topics: Sequence[Topic]) -> Callable[[SurveyQuestion], str]:
+    """The name of the topic whose id ranges cover a survey question ('' for none): what a
+    split stratifies by."""
+
+    def name_of(question: SurveyQuestion) -> str:
+        return next((t.name for t in topics if t.covers(question.id)), "")
+
+    return name_of
 
 
 def _id_key(question_id: str) -> tuple[int, str] | None:

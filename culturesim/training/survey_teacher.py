@@ -215,16 +215,11 @@ def _batches(rows: Sequence[SoftRow], config: TeacherConfig) -> list[list[SoftRo
 
 
 def _left_pad(rows: Sequence[SoftRow], pad_id: int) -> tuple[Any, Any, Any]:
-    import torch
+    """Ids, mask and positions of left-padded rows (their last two tokens line up)."""
+    from culturesim.models.transformers_backend import left_pad
 
-    width = max(len(r.input_ids) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row.input_ids) :] = torch.tensor(row.input_ids)
-        mask[i, width - len(row.input_ids) :] = 1
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    return ids, mask, positions
+    ids, mask = left_pad([r.input_ids for r in rows], pad_id)
+    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
 
 
 def _linear_module_names(model: Any) -> list[str]:

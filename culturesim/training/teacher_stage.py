@@ -50,7 +50,7 @@ class TeacherSection(StageSection):
 def ensure_split(ctx: RunContext, survey: Survey, seed: int) -> dict[str, Any]:
     """The run's split: read when written before (its seed must match), else made and written."""
     from culturesim.evaluation.split import read_split, split_survey, write_split
-    from culturesim.prober.topics import BUILTIN_TOPICS, load_topics
+    from culturesim.prober.topics import BUILTIN_TOPICS, load_topics, topic_namer
 
     path = ctx.layout.split_file
     if path.exists():
@@ -61,11 +61,8 @@ def ensure_split(ctx: RunContext, survey: Survey, seed: int) -> dict[str, Any]:
                 "use another run directory to hold out other questions"
             )
         return split
-    topics = load_topics(BUILTIN_TOPICS)
     split = split_survey(
-        list(survey.questions.values()),
-        lambda q: next((t.name for t in topics if t.covers(q.id)), ""),
-        seed,
+        list(survey.questions.values()), topic_namer(load_topics(BUILTIN_TOPICS)), seed
     )
     write_split(split, path.parent)
     return split
