@@ -14,6 +14,7 @@ from culturesim.judge.filters import (
     clca_drops,
     cohen_kappa,
     decide_dialogues,
+    decide_instances,
 )
 from culturesim.judge.judge import Judge, JudgeRequest, UnreadableVerdict, parse_verdict
 from culturesim.judge.rubrics import RubricError, load_rubric_file, load_rubrics
@@ -180,3 +181,33 @@ def test_score_mode_reads_labels_from_probabilities() -> None:
     assert verdict.judge == "scripted#score" and not verdict.parse_error
     with pytest.raises(ValueError, match="generate or score"):
         Judge(ScriptedModel(), mode="vote")
+
+
+@pytest.mark.parametrize(
+    ("well_formed", "plausible", "all_yes", "confident_no"),
+    [
+        (("yes", "not sure"), ("yes", "confident"), "kept", "kept"),
+        (("no", "not sure"), ("yes", "confident"), "dropped", "kept"),
+        (("yes", "confident"), ("no", "confident"), "dropped", "kept"),
+        (("yes", "confident"), ("no", "very confident"), "dropped", "dropped"),
+        (("no", "very confident"), ("no", "not sure"), "dropped", "dropped"),
+    ],
+)
+def test_instance_rules_keep_and_drop(
+    well_formed: tuple[str, str], plausible: tuple[str, str], all_yes: str, confident_no: str
+) -> None:
+    labels = [
+        Label(dimension=name, value=value, confidence=confidence)  # type: ignore[arg-type]
+        for name, (value, confidence) in (("well_formed", well_formed), ("plausible", plausible))
+    ]
+    verdict = Verdict(target_id="ins-1", rubric="culturespa_instance", judge="j", labels=labels)
+    broken = Verdict(
+        target_id="ins-2", rubric="culturespa_instance", judge="j", labels=[], parse_error="x"
+    )
+    for rule, expected in (("all_yes", all_yes), ("confident_no", confident_no)):
+        decided = decide_instances([verdict, broken], FilterPolicy(instance_rule=rule))
+        assert [d.status for d in decided] == [expected, "unparseable"]
+        if expected == "dropped":
+            assert "judge check" in decided[0].reason
+    with pytest.raises(ValueError, match="confident_no"):
+        FilterPolicy(instance_rule="lenient")

@@ -227,3 +227,29 @@ def test_scoring_buckets_split_rather_than_pad() -> None:
         widest = max(lengths[i] for i in batch)
         assert 1 - sum(lengths[i] for i in batch) / (len(batch) * widest) <= 0.15
     assert [sorted(b) for b in tight] == [[0, 1, 2, 4], [3, 5]]
+
+
+def test_an_adapter_retrained_in_place_gets_a_new_model_id(
+    tiny_model_dir: Any, tmp_path: Any
+) -> None:
+    """Caches key on the model id: new weights in the same folder must not reuse old answers."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    folder = tmp_path / "adapter"
+
+    def save_adapter(seed: int) -> None:
+        torch.manual_seed(seed)
+        base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+        config = LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False)
+        get_peft_model(base, config).save_pretrained(str(folder))
+
+    def loaded_id() -> str:
+        return TransformersModel.from_pretrained(tiny_model_dir, adapter=folder).model_id
+
+    save_adapter(seed=1)
+    first = loaded_id()
+    assert first == loaded_id()  # the same weights, the same id: the cache still hits
+    save_adapter(seed=2)
+    second = loaded_id()
+    assert first.split("@")[0] == second.split("@")[0] and first != second

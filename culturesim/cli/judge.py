@@ -38,6 +38,10 @@ def judge(
     ] = None,
     rule: Annotated[str | None, typer.Option(help="clca (CLCA's drop rule) or none.")] = None,
     on_unparseable: Annotated[str | None, typer.Option(help="drop or keep.")] = None,
+    instance_rule: Annotated[
+        str | None,
+        typer.Option(help="Instances: all_yes, or confident_no (drop on a very confident no)."),
+    ] = None,
     rubrics_dir: Annotated[
         list[Path] | None, typer.Option(help="Your rubric YAML files or folders.")
     ] = None,
@@ -68,6 +72,7 @@ def judge(
             "rule": rule,
             "thresholds": threshold,
             "on_unparseable": on_unparseable,
+            "instance_rule": instance_rule,
             "position_check": position_check,
             "second_judge": second_judge,
             "attempts": attempts,

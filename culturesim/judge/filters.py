@@ -5,7 +5,9 @@ Dialogues, by default CLCA's exact rule: drop when (meta = bad and very confiden
 (`quality=good`, `politeness>=4`). A dialogue whose needed verdicts could not be read is
 "unparseable": counted on its own and dropped or kept as `on_unparseable` says.
 
-Instances: kept when the judge says the question is well formed and the answer plausible.
+Instances, by default: kept when the judge says the question is well formed and the answer
+plausible (`all_yes`). `confident_no` drops only when a check is "no" and very confident, the
+same leniency CLCA's rule gives dialogues; it suits a weak judge whose "no" is near chance.
 
 Reliability: position bias is the agreement between a dialogue judged as is and judged with the
 participants' order swapped; two judges are compared by Cohen's kappa per dimension.
@@ -21,6 +23,8 @@ from dataclasses import dataclass, field
 from culturesim.records import Label, Verdict
 
 CLCA_RUBRICS = ("clca_quality", "clca_cultural", "clca_meta")
+INSTANCE_RULES = ("all_yes", "confident_no")
+INSTANCE_CHECKS = ("well_formed", "plausible")
 _THRESHOLD = re.compile(r"^\s*([a-z][a-z0-9_]*)\s*(>=|<=|==|=|!=|>|<)\s*(.+?)\s*$")
 
 
@@ -68,10 +72,15 @@ class FilterPolicy:
     rule: str = "clca"  # or "none"
     thresholds: tuple[Threshold, ...] = ()
     on_unparseable: str = "drop"
+    instance_rule: str = "all_yes"  # or "confident_no"
 
     def __post_init__(self) -> None:
         if self.rule not in ("clca", "none"):
             raise ValueError(f"unknown dialogue rule {self.rule!r}; use clca or none")
+        if self.instance_rule not in INSTANCE_RULES:
+            raise ValueError(
+                f"unknown instance rule {self.instance_rule!r}; use {' or '.join(INSTANCE_RULES)}"
+            )
         if self.on_unparseable not in ("drop", "keep"):
             raise ValueError("on_unparseable must be drop or keep")
 
@@ -129,20 +138,30 @@ def decide_dialogues(
 
 
 def decide_instances(
-    verdicts: Sequence[Verdict], *, on_unparseable: str = "drop"
+    verdicts: Sequence[Verdict], policy: FilterPolicy = FilterPolicy()
 ) -> list[Decision]:
     decisions = []
     for verdict in verdicts:
         if verdict.rubric != "culturespa_instance":
             continue
         labels, _ = _labels([verdict])
-        if verdict.parse_error or not {"well_formed", "plausible"} <= set(labels):
-            status = "kept" if on_unparseable == "keep" else "unparseable"
+        if verdict.parse_error or not set(INSTANCE_CHECKS) <= set(labels):
+            status = "kept" if policy.on_unparseable == "keep" else "unparseable"
             decisions.append(Decision(verdict.target_id, status, verdict.parse_error))
-        elif labels["well_formed"].value == "yes" and labels["plausible"].value == "yes":
-            decisions.append(Decision(verdict.target_id, "kept"))
+            continue
+        checks = [labels[name] for name in INSTANCE_CHECKS]
+        if policy.instance_rule == "all_yes":
+            failed = [c.dimension for c in checks if c.value != "yes"]
         else:
-            decisions.append(Decision(verdict.target_id, "dropped", "judge check"))
+            failed = [
+                c.dimension for c in checks if c.value == "no" and c.confidence == "very confident"
+            ]
+        if failed:
+            decisions.append(
+                Decision(verdict.target_id, "dropped", f"judge check {', '.join(failed)}")
+            )
+        else:
+            decisions.append(Decision(verdict.target_id, "kept"))
     return decisions
 
 

@@ -38,6 +38,10 @@ class JudgeSection(StageSection):
         default_factory=list, description="extra dialogue filters, e.g. quality=good"
     )
     on_unparseable: Literal["drop", "keep"] = "drop"
+    instance_rule: Literal["all_yes", "confident_no"] = Field(
+        default="all_yes",
+        description="instances: keep on two yes's, or drop only on a very confident no",
+    )
     position_check: bool = Field(
         default=False, description="judge each dialogue again with the participants swapped"
     )
@@ -57,6 +61,7 @@ def _policy(section: JudgeSection) -> Any:
             section.rule,
             tuple(Threshold.parse(t) for t in section.thresholds),
             section.on_unparseable,
+            section.instance_rule,
         )
     except ValueError as error:
         raise StageFailed(f"judge: {error}") from error
@@ -173,6 +178,11 @@ def describe_policy(section: JudgeSection) -> str:
         [
             f"rule={section.rule}",
             f"on_unparseable={section.on_unparseable}",
+            *(
+                [f"instance_rule={section.instance_rule}"]
+                if section.instance_rule != "all_yes"
+                else []
+            ),
             *sorted(section.thresholds),
         ]
     )
@@ -183,9 +193,7 @@ def record_decisions(store: RunStore, judge_name: str, policy: Any, policy_text:
     from culturesim.judge.filters import decide_dialogues, decide_instances
 
     verdicts = [v for v in store.read(Verdict) if v.judge == judge_name]
-    decided = decide_dialogues(verdicts, policy) + decide_instances(
-        verdicts, on_unparseable=policy.on_unparseable
-    )
+    decided = decide_dialogues(verdicts, policy) + decide_instances(verdicts, policy)
     history = store.read(FilterDecision)
     latest = latest_decisions(history)
     revisions: dict[str, int] = {}

@@ -13,6 +13,7 @@ and the log-probability of every candidate is still exact.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -221,7 +222,7 @@ class TransformersModel:
             model = PeftModel.from_pretrained(model, str(adapter))
             if merge_adapter:
                 model = model.merge_and_unload()
-            name = f"{name}+adapter:{adapter}"
+            name = f"{name}+adapter:{adapter}@{adapter_digest(Path(adapter))}"
         return cls(model, tokenizer, name, **kwargs)
 
     @property
@@ -555,3 +556,17 @@ def _seed_of(params: GenerationParams, row: Sequence[int]) -> int:
     if params.seed is not None:
         return params.seed
     return hash(tuple(row)) & 0x7FFFFFFF
+
+
+def adapter_digest(folder: Path) -> str:
+    """A short hash of an adapter's weights, part of the model id.
+
+    Caches and stored answers are keyed by model id; an adapter retrained in the same folder
+    (a forced teacher or train stage) must not be served the previous weights' answers.
+    """
+    digest = hashlib.sha256()
+    for weights in sorted(folder.glob("adapter_model.*")):
+        with weights.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:12]
