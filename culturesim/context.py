@@ -178,6 +178,19 @@ class ModelFactory:
     def usage(self) -> Usage:
         return self.meter.snapshot()
 
+    def prefix_reuse(self) -> tuple[int, int]:
+        """Prompt tokens read, and how many came from prefix caches, over the models built."""
+        read = reused = 0
+        for model in self._models.values():
+            inner: Any = model
+            while hasattr(inner, "inner"):
+                inner = inner.inner
+            cache = getattr(inner, "prefix_cache", None)
+            if cache is not None:
+                read += cache.stats.tokens_read
+                reused += cache.stats.tokens_reused
+        return read, reused
+
 
 @dataclass(frozen=True)
 class ModelRoles:

@@ -103,6 +103,12 @@ def test_loop_runs_every_stage_and_logs_cost(tiny_run: Path) -> None:
     by_stage = {r["stage"]: r for r in rows}
     assert by_stage["simulate"]["requests"] > 0 and by_stage["simulate"]["completion_tokens"] > 0
     assert by_stage["corpus"]["requests"] == 0  # no model call in corpus building
+    simulate = by_stage["simulate"]  # turns extend earlier turns: their prefixes are reused
+    assert 0 < simulate["prefix_tokens_reused"] < simulate["prefix_tokens_read"]
+    assert simulate["prefix_hit_rate"] == round(
+        simulate["prefix_tokens_reused"] / simulate["prefix_tokens_read"], 4
+    )
+    assert "prefix_hit_rate" not in by_stage["corpus"]
     store = RunStore(tiny_run / "simulate")
     dialogues = store.read(Dialogue)
     assert len(dialogues) == by_stage["simulate"]["counts"]["dialogues"] == 6

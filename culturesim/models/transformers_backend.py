@@ -37,6 +37,11 @@ from culturesim.models.base import (
     per_prompt_params,
     truncate_at_stop,
 )
+from culturesim.models.prefix_cache import Layers, PrefixCache
+
+DEFAULT_PREFIX_CACHE_BYTES = 1 << 30
+"""Room for prompts' keys and values: SmolLM2 (fp32) needs 46 KB a token, so about 23,000 tokens,
+the live transcripts of some 25 two-party conversations of 900 tokens."""
 
 SCORE_MAX_PADDING = 0.15
 """The most of a scoring batch's tokens that may be padding (measured: survey prompts of 65 to
@@ -177,6 +182,7 @@ class TransformersModel:
         max_batch_size: int = 32,
         token_budget: int = 32768,
         min_shared_prefix: int = 16,
+        prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -184,6 +190,7 @@ class TransformersModel:
         self.max_batch_size = max_batch_size
         self.token_budget = token_budget
         self.min_shared_prefix = min_shared_prefix
+        self.prefix_cache = PrefixCache(prefix_cache_bytes)
         self._lock = threading.Lock()
         self._stop_events: set[threading.Event] = set()
         self._stop_lock = threading.Lock()
@@ -308,19 +315,11 @@ class TransformersModel:
     def _generate_batch(
         self, rows: list[list[int]], settings: list[GenerationParams], stop: threading.Event
     ) -> list[Completion]:
-        input_ids, attention = self._left_padded(rows)
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
         generators = [
             None if s.greedy else torch.Generator().manual_seed(_seed_of(s, row))
             for s, row in zip(settings, rows, strict=True)
         ]
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=attention,
-            position_ids=positions,
-            use_cache=True,
-            logits_to_keep=1,
-        )
+        out, attention, positions = self._prefill(rows)
         cache = out.past_key_values
         logits = out.logits[:, -1, :]
         produced: list[list[int]] = [[] for _ in rows]
@@ -379,6 +378,66 @@ class TransformersModel:
             )
         return completions
 
+    def _prefill(
+        self, rows: Sequence[Sequence[int]], *, count: bool = True
+    ) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """Read the rows' prompts in one forward pass, computing only what the prefix cache
+        lacks; returns the model output (its cache holds every prompt) with the attention mask
+        and positions to continue from.
+
+        Row i is laid out as [holes][its cached prefix][holes][its new tokens]: cached prefixes
+        are right-aligned to the widest, new tokens left-padded, holes masked out, positions
+        counted over real tokens only, so each row sees exactly its own prompt.
+        """
+        found = [self.prefix_cache.lookup(row, count=count) for row in rows]
+        widest = max(length for length, _ in found)
+        input_ids, suffix_mask = self._left_padded(
+            [row[length:] for row, (length, _) in zip(rows, found, strict=True)]
+        )
+        reused = torch.tensor([length for length, _ in found], device=self.device)[:, None]
+        positions = (reused + suffix_mask.cumsum(-1) - 1).clamp(min=0)
+        cache = None
+        attention = suffix_mask
+        if widest:
+            prefix_mask = torch.zeros(
+                len(rows), widest, dtype=suffix_mask.dtype, device=self.device
+            )
+            layers: Layers = []
+            template = next(entry for _, entry in found if entry is not None)
+            for layer, (keys, values) in enumerate(template):
+                shape = (len(rows), keys.shape[1], widest, keys.shape[3])
+                batch_keys = keys.new_zeros(shape)
+                batch_values = values.new_zeros(shape)
+                for i, (length, entry) in enumerate(found):
+                    if entry is not None and length:
+                        batch_keys[i, :, widest - length :] = entry[layer][0][0, :, :length]
+                        batch_values[i, :, widest - length :] = entry[layer][1][0, :, :length]
+                layers.append((batch_keys, batch_values))
+            for i, (length, _) in enumerate(found):
+                if length:
+                    prefix_mask[i, widest - length :] = 1
+            cache = DynamicCache(layers)
+            attention = torch.cat([prefix_mask, suffix_mask], dim=1)
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        if self.prefix_cache.enabled:
+            for i, row in enumerate(rows):
+                real = attention[i].bool()
+                self.prefix_cache.put(
+                    row,
+                    [
+                        (layer.keys[i : i + 1, :, real], layer.values[i : i + 1, :, real])
+                        for layer in out.past_key_values.layers
+                    ],
+                )
+        return out, attention, positions
+
     @staticmethod
     def _choose_tokens(
         logits: torch.Tensor,
@@ -420,20 +479,22 @@ class TransformersModel:
                     children.setdefault((p, tuple(ids[:j])), set()).add(ids[j])
         logprob_of: dict[Node, dict[int, float]] = {}
         with self._stoppable() as stop, self._lock, torch.inference_mode():
+            # A prefix several prompts share (a survey style's system prompt) is read once.
             for group, shared in shared_prefix_groups(encoded_prompts, self.min_shared_prefix):
-                prefix = self._prefix_states(encoded_prompts[group[0]][:shared]) if shared else None
-                suffixes = [encoded_prompts[i][shared:] for i in group]
-                for bucket in length_buckets(
-                    [len(s) for s in suffixes],
-                    [shared] * len(group),
-                    self.max_batch_size,
-                    self.token_budget,
-                    max_padding=SCORE_MAX_PADDING,
-                ):
-                    if stop.is_set():
-                        raise Stopped("the run was stopped")
-                    rows = [(group[k], suffixes[k]) for k in bucket]
-                    logprob_of.update(self._score_rows(rows, shared, prefix, children))
+                if shared:
+                    self._remember(encoded_prompts[group[0]][:shared])
+            reused = [self.prefix_cache.lookup(ids, count=False)[0] for ids in encoded_prompts]
+            for bucket in length_buckets(
+                [len(ids) - r for ids, r in zip(encoded_prompts, reused, strict=True)],
+                reused,
+                self.max_batch_size,
+                self.token_budget,
+                max_padding=SCORE_MAX_PADDING,
+            ):
+                if stop.is_set():
+                    raise Stopped("the run was stopped")
+                rows = [(p, encoded_prompts[p]) for p in bucket]
+                logprob_of.update(self._score_rows(rows, children))
         return [
             [
                 sum(logprob_of[(p, tuple(ids[:j]))][ids[j]] for j in range(len(ids)))
@@ -442,50 +503,22 @@ class TransformersModel:
             for p, options in enumerate(encoded_candidates)
         ]
 
-    def _prefix_states(self, ids: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Keys and values of a prefix that several prompts share, computed once."""
-        out = self.model(
-            input_ids=torch.tensor([ids], dtype=torch.long, device=self.device),
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+    def _remember(self, prefix: list[int]) -> None:
+        """Put a shared prefix's keys and values in the prefix cache, unless already there."""
+        cached, _ = self.prefix_cache.lookup([*prefix, -1], count=False)
+        if self.prefix_cache.enabled and cached < len(prefix):
+            self._prefill([prefix], count=False)
 
     def _score_rows(
-        self,
-        rows: list[tuple[int, list[int]]],
-        shared: int,
-        prefix: list[tuple[torch.Tensor, torch.Tensor]] | None,
-        children: dict[Node, set[int]],
+        self, rows: list[tuple[int, list[int]]], children: dict[Node, set[int]]
     ) -> dict[Node, dict[int, float]]:
         """Next-token log-probabilities at every trie node of these prompts.
 
-        The prompts' suffixes go in one padded batch after the shared prefix (padding between
-        prefix and suffix is masked out). A candidate's second token then costs one decoding
-        step on that prompt's cache, not another pass over the whole prompt.
+        The prompts are read in one batch, reusing cached prefixes (see `_prefill`). A
+        candidate's second token then costs one decoding step on that prompt's cache, not
+        another pass over the whole prompt.
         """
-        count = len(rows)
-        input_ids, suffix_mask = self._left_padded([suffix for _, suffix in rows])
-        cache = None
-        attention = suffix_mask
-        if prefix is not None:
-            cache = DynamicCache(
-                [(k.expand(count, -1, -1, -1), v.expand(count, -1, -1, -1)) for k, v in prefix]
-            )
-            attention = torch.cat(
-                [torch.ones_like(suffix_mask[:, :1]).expand(-1, shared), suffix_mask], 1
-            )
-        positions = (shared + suffix_mask.cumsum(-1) - 1).clamp(min=0)
-        members = {p for p, _ in rows}
-        deeper = any(tokens and p in members for p, tokens in children)
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=attention,
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=deeper or cache is not None,
-            logits_to_keep=1,
-        )
+        out, attention, positions = self._prefill([ids for _, ids in rows])
         found: dict[Node, dict[int, float]] = {}
         frontier: list[Node] = [(p, ()) for p, _ in rows]
         while True:

@@ -259,6 +259,7 @@ def run_stages(
         ctx.console.rule(f"stage {name}")
         section = ReportSection() if name == "report" else getattr(config, name)
         before = ctx.models.usage()
+        reuse_before = ctx.models.prefix_reuse()
         started = time.perf_counter()
         row: dict[str, Any] = {"stage": name}
         try:
@@ -284,6 +285,19 @@ def run_stages(
                 completion_tokens=usage.completion_tokens,
                 finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             )
+            row.update(_prefix_reuse(reuse_before, ctx.models.prefix_reuse()))
             _append_log(layout, row)
             written.append(row)
     return written
+
+
+def _prefix_reuse(before: tuple[int, int], after: tuple[int, int]) -> dict[str, Any]:
+    """The stage's prefix-cache hit rate: prompt tokens reused / prompt tokens read."""
+    read, reused = after[0] - before[0], after[1] - before[1]
+    if read <= 0:
+        return {}
+    return {
+        "prefix_tokens_read": read,
+        "prefix_tokens_reused": reused,
+        "prefix_hit_rate": round(reused / read, 4),
+    }
