@@ -15,7 +15,9 @@ over two cultures, intents on, 40 new tokens a turn, temperature 0.7, top-p 0.7)
     many requests, prompt tokens and generated tokens as (a) used, on random token ids.
 
 Prints, for each, seconds, prompt tokens/s and generated tokens/s, then the lines
-`a/b = X.XX` and `a/c = X.XX`, both ratios of generated tokens/s.
+`a/b = X.XX` (the same work: (b) runs each dialogue for as many turns, and labels as many
+intents, as it had in (a); the ratio of their seconds) and `a/c = X.XX` (the ratio of
+generated tokens/s; (c) reads and writes as many tokens as (a) did).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from culturesim.models.base import Completion, GenerationParams, Prompt
 from culturesim.models.registry import build_model
 from culturesim.models.transformers_backend import TransformersModel
 from culturesim.prompt_library import PromptLibrary
-from culturesim.records import Episode
+from culturesim.records import Dialogue, Episode
 from culturesim.roleplay.conversation import Conversation, RolePlaySettings
 from culturesim.roleplay.simulation import SimulationSettings, Simulator
 from culturesim.scenarios.cultures import load_cultures
@@ -115,7 +117,13 @@ def episodes_for(count: int) -> list[Episode]:
 # ---------------------------------------------------------------- (a) culturesim
 
 
-def run_culturesim(model: TransformersModel, episodes: list[Episode], turns: int) -> Tally:
+Shape = dict[str, tuple[int, int]]
+"""Per episode id: the turns a dialogue ran and how many of them got an intent."""
+
+
+def run_culturesim(
+    model: TransformersModel, episodes: list[Episode], turns: int
+) -> tuple[Tally, Shape]:
     fresh = TransformersModel(model.model, model.tokenizer, model.model_id)  # an empty cache
     tally = Tally()
     settings = SimulationSettings(
@@ -133,10 +141,14 @@ def run_culturesim(model: TransformersModel, episodes: list[Episode], turns: int
         started = time.perf_counter()
         summary = simulator.run(episodes, show_progress=False)
         tally.seconds = time.perf_counter() - started
+        shape = {
+            d.episode_id: (len(d.turns), sum(1 for t in d.turns if t.intent))
+            for d in store.read(Dialogue)
+        }
     tally.dialogues = summary.done
     tally.extra["prefix hit rate"] = f"{fresh.prefix_cache.stats.hit_rate:.2f}"
     tally.extra["mean batch"] = f"{summary.mean_batch_size:.1f}"
-    return tally
+    return tally, shape
 
 
 # ---------------------------------------------------------------- (b) plain autogen
@@ -212,7 +224,8 @@ class _Silent(IOStream):
         return ""
 
 
-def run_autogen(model: TransformersModel, episodes: list[Episode], turns: int) -> Tally:
+def run_autogen(model: TransformersModel, episodes: list[Episode], shape: Shape) -> Tally:
+    """Each dialogue runs as many turns, and annotates as many intents, as it did in (a)."""
     tally = Tally()
     PlainClient.network, PlainClient.tokenizer, PlainClient.tally = (
         model.model,
@@ -223,6 +236,7 @@ def run_autogen(model: TransformersModel, episodes: list[Episode], turns: int) -
     config = {"config_list": [{"model": "plain", "model_client_cls": "PlainClient"}]}
     started = time.perf_counter()
     for episode in episodes:
+        turns, intents = shape[episode.id]
         # culturesim renders the prompts only, so both ways play the same scene and personas.
         prompts = Conversation(episode, None, seed=0)  # type: ignore[arg-type]
         with IOStream.set_default(_Silent()):
@@ -248,7 +262,7 @@ def run_autogen(model: TransformersModel, episodes: list[Episode], turns: int) -
             opening = library.render("roleplay/opening.jinja2", scenario=episode.scenario)
             narrator.initiate_chat(manager, message=opening, silent=True)
         transcript = [f"{m.get('name', '')}: {m.get('content', '')}" for m in chat.messages[1:]]
-        for index in range(len(transcript)):
+        for index in range(min(intents, len(transcript))):
             prompt = library.render(
                 "roleplay/intent.jinja2",
                 culture=load_cultures()[episode.scenario.culture],
@@ -309,9 +323,9 @@ def main() -> None:
         f"intents on, {NEW_TOKENS} new tokens a turn"
     )
     model.generate(["warm up"], GenerationParams(max_new_tokens=4))
-    ours = run_culturesim(model, episodes, args.turns)
+    ours, shape = run_culturesim(model, episodes, args.turns)
     print(ours.line("(a) culturesim"), flush=True)
-    peers = run_autogen(model, episodes, args.turns)
+    peers = run_autogen(model, episodes, shape)
     print(peers.line("(b) autogen, sequential"), flush=True)
     ceiling = run_raw(model, ours, batch=min(16, len(episodes)))
     print(ceiling.line("(c) raw batched generate"), flush=True)

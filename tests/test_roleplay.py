@@ -239,6 +239,30 @@ def test_structured_mode_draws_the_action_from_label_scores() -> None:
     assert turns[0].utterance == "Hello to you."
 
 
+def test_an_agents_prompt_only_grows_across_its_turns() -> None:
+    """Turn t's prompt is turn t-1's with the new messages appended, so its prefix is reused;
+    the action scores and the utterance of one turn differ only in the reply's opening."""
+    seen: list[Prompt] = []
+
+    distinct = counter_reply()
+
+    def reply(prompt: Prompt) -> str:
+        seen.append(prompt)
+        return distinct(prompt).split("OUTPUT: ")[1]  # distinct, so repetition never stops
+
+    run(reply, free=False, max_turns=6, temperature=0.0)
+    asks: dict[str, list[list[dict[str, str]]]] = {}
+    for prompt in seen:
+        assert isinstance(prompt, list)
+        *context, prefill = prompt  # the last message is the reply's opening
+        assert prefill["role"] == "assistant" and context[-1]["content"].startswith("It is your")
+        asks.setdefault(context[0]["content"], []).append(context)
+    assert len(asks) == 2 and all(len(turns) == 3 for turns in asks.values())
+    for turns in asks.values():
+        for earlier, later in itertools.pairwise(turns):
+            assert later[: len(earlier)] == earlier and len(later) > len(earlier) + 1
+
+
 # --------------------------------------------------------------------------- simulator
 
 

@@ -17,6 +17,7 @@ import hashlib
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +171,43 @@ def length_buckets(
         yield batch
 
 
+@dataclass
+class Prefilled:
+    """Prompts read and ready to continue: per row the next-token logits, one cache for all
+    rows, the attention mask over it, and each row's last position."""
+
+    logits: torch.Tensor
+    cache: Any
+    attention: torch.Tensor
+    positions: torch.Tensor
+
+
+def _row_layers(cache: Any, row: int, mask: torch.Tensor) -> Layers:
+    """One row's keys and values at its real (unmasked) positions, copied out of a batch."""
+    real = mask.bool()
+    return [
+        (layer.keys[row : row + 1, :, real], layer.values[row : row + 1, :, real])
+        for layer in cache.layers
+    ]
+
+
+def _left_padded_layers(
+    template: Layers, rows: Sequence[tuple[Layers | None, int]], width: int, count: int
+) -> Layers:
+    """Per layer, a (count, heads, width, dim) batch holding each row's first n cached
+    positions right-aligned (zeros before them, masked out by the caller)."""
+    layers: Layers = []
+    for layer, (keys, values) in enumerate(template):
+        shape = (count, keys.shape[1], width, keys.shape[3])
+        batch_keys, batch_values = keys.new_zeros(shape), values.new_zeros(shape)
+        for i, (entry, n) in enumerate(rows):
+            if entry is not None and n:
+                batch_keys[i, :, width - n :] = entry[layer][0][0, :, :n]
+                batch_values[i, :, width - n :] = entry[layer][1][0, :, :n]
+        layers.append((batch_keys, batch_values))
+    return layers
+
+
 class TransformersModel:
     """A causal LM in this process. Safe to call from several threads (calls are serialised)."""
 
@@ -319,19 +357,24 @@ class TransformersModel:
             None if s.greedy else torch.Generator().manual_seed(_seed_of(s, row))
             for s, row in zip(settings, rows, strict=True)
         ]
-        out, attention, positions = self._prefill(rows)
-        cache = out.past_key_values
-        logits = out.logits[:, -1, :]
+        read = self._prefill(rows)
+        cache, logits, attention, positions = (
+            read.cache,
+            read.logits,
+            read.attention,
+            read.positions,
+        )
         produced: list[list[int]] = [[] for _ in rows]
         finish: list[str | None] = [None] * len(rows)
         texts: list[str] = [""] * len(rows)
+        live = list(range(len(rows)))  # the rows still decoding, in the batch's order
         for _ in range(max(s.max_new_tokens for s in settings)):
             if stop.is_set():
                 raise Stopped("the run was stopped")
-            chosen = self._choose_tokens(logits, settings, generators)
-            for i, token in enumerate(chosen):
-                if finish[i] is not None:
-                    continue
+            chosen = self._choose_tokens(
+                logits, [settings[i] for i in live], [generators[i] for i in live]
+            )
+            for i, token in zip(live, chosen, strict=True):
                 if token in self.eos_token_ids:
                     finish[i] = "stop"
                     continue
@@ -344,15 +387,17 @@ class TransformersModel:
                         continue
                 if len(produced[i]) >= settings[i].max_new_tokens:
                     finish[i] = "length"
-            if all(f is not None for f in finish):
+            keep = [k for k, i in enumerate(live) if finish[i] is None]
+            if not keep:
                 break
+            if len(keep) < len(live):
+                # Finished rows leave the batch: each step costs what the live rows cost.
+                index = torch.tensor(keep, device=self.device)
+                cache.batch_select_indices(index)
+                attention, positions = attention[index], positions[index]
+                live = [live[k] for k in keep]
             feed = torch.tensor(
-                [
-                    p[-1] if p and f is None else self.pad_token_id
-                    for p, f in zip(produced, finish, strict=True)
-                ],
-                dtype=torch.long,
-                device=self.device,
+                [produced[i][-1] for i in live], dtype=torch.long, device=self.device
             )[:, None]
             attention = torch.cat([attention, torch.ones_like(attention[:, :1])], dim=1)
             positions = positions[:, -1:] + 1
@@ -378,18 +423,42 @@ class TransformersModel:
             )
         return completions
 
-    def _prefill(
-        self, rows: Sequence[Sequence[int]], *, count: bool = True
-    ) -> tuple[Any, torch.Tensor, torch.Tensor]:
-        """Read the rows' prompts in one forward pass, computing only what the prefix cache
-        lacks; returns the model output (its cache holds every prompt) with the attention mask
-        and positions to continue from.
+    def _prefill(self, rows: Sequence[Sequence[int]], *, count: bool = True) -> Prefilled:
+        """Read the rows' prompts, computing only what the prefix cache lacks, and return the
+        state to continue from: next-token logits and one cache holding every prompt.
+
+        Rows whose new tokens are of similar length are read together (padding is compute
+        that buys nothing); when that takes several passes, their keys and values are merged,
+        left-padded, into one cache, so decoding still runs every row in one batch.
+        """
+        found = [self.prefix_cache.lookup(row, count=count) for row in rows]
+        groups = list(
+            length_buckets(
+                [len(row) - length for row, (length, _) in zip(rows, found, strict=True)],
+                [length for length, _ in found],
+                self.max_batch_size,
+                self.token_budget,
+                max_padding=SCORE_MAX_PADDING,
+            )
+        )
+        if len(groups) == 1:
+            return self._read(rows, found)
+        parts: dict[int, tuple[torch.Tensor, Layers]] = {}
+        for group in groups:
+            read = self._read([rows[i] for i in group], [found[i] for i in group])
+            for k, i in enumerate(group):
+                parts[i] = (read.logits[k], _row_layers(read.cache, k, read.attention[k]))
+        return self._merge([len(row) for row in rows], [parts[i] for i in range(len(rows))])
+
+    def _read(
+        self, rows: Sequence[Sequence[int]], found: Sequence[tuple[int, Layers | None]]
+    ) -> Prefilled:
+        """One forward pass over rows with their cached prefixes (see `_prefill`).
 
         Row i is laid out as [holes][its cached prefix][holes][its new tokens]: cached prefixes
         are right-aligned to the widest, new tokens left-padded, holes masked out, positions
         counted over real tokens only, so each row sees exactly its own prompt.
         """
-        found = [self.prefix_cache.lookup(row, count=count) for row in rows]
         widest = max(length for length, _ in found)
         input_ids, suffix_mask = self._left_padded(
             [row[length:] for row, (length, _) in zip(rows, found, strict=True)]
@@ -399,24 +468,18 @@ class TransformersModel:
         cache = None
         attention = suffix_mask
         if widest:
+            template = next(entry for _, entry in found if entry is not None)
+            cache = DynamicCache(
+                _left_padded_layers(
+                    template, [(entry, length) for length, entry in found], widest, len(rows)
+                )
+            )
             prefix_mask = torch.zeros(
                 len(rows), widest, dtype=suffix_mask.dtype, device=self.device
             )
-            layers: Layers = []
-            template = next(entry for _, entry in found if entry is not None)
-            for layer, (keys, values) in enumerate(template):
-                shape = (len(rows), keys.shape[1], widest, keys.shape[3])
-                batch_keys = keys.new_zeros(shape)
-                batch_values = values.new_zeros(shape)
-                for i, (length, entry) in enumerate(found):
-                    if entry is not None and length:
-                        batch_keys[i, :, widest - length :] = entry[layer][0][0, :, :length]
-                        batch_values[i, :, widest - length :] = entry[layer][1][0, :, :length]
-                layers.append((batch_keys, batch_values))
             for i, (length, _) in enumerate(found):
                 if length:
                     prefix_mask[i, widest - length :] = 1
-            cache = DynamicCache(layers)
             attention = torch.cat([prefix_mask, suffix_mask], dim=1)
         out = self.model(
             input_ids=input_ids,
@@ -428,15 +491,25 @@ class TransformersModel:
         )
         if self.prefix_cache.enabled:
             for i, row in enumerate(rows):
-                real = attention[i].bool()
-                self.prefix_cache.put(
-                    row,
-                    [
-                        (layer.keys[i : i + 1, :, real], layer.values[i : i + 1, :, real])
-                        for layer in out.past_key_values.layers
-                    ],
-                )
-        return out, attention, positions
+                self.prefix_cache.put(row, _row_layers(out.past_key_values, i, attention[i]))
+        return Prefilled(out.logits[:, -1, :], out.past_key_values, attention, positions[:, -1:])
+
+    def _merge(self, lengths: list[int], parts: list[tuple[torch.Tensor, Layers]]) -> Prefilled:
+        """Rows read in separate passes as one batch: keys and values left-padded."""
+        widest = max(lengths)
+        template = parts[0][1]
+        layers = _left_padded_layers(
+            template,
+            [(kv, n) for (_, kv), n in zip(parts, lengths, strict=True)],
+            widest,
+            len(parts),
+        )
+        attention = torch.zeros(len(parts), widest, dtype=torch.long, device=self.device)
+        for i, n in enumerate(lengths):
+            attention[i, widest - n :] = 1
+        positions = torch.tensor(lengths, device=self.device)[:, None] - 1
+        logits = torch.stack([logit for logit, _ in parts])
+        return Prefilled(logits, DynamicCache(layers), attention, positions)
 
     @staticmethod
     def _choose_tokens(
@@ -518,11 +591,17 @@ class TransformersModel:
         candidate's second token then costs one decoding step on that prompt's cache, not
         another pass over the whole prompt.
         """
-        out, attention, positions = self._prefill([ids for _, ids in rows])
+        read = self._prefill([ids for _, ids in rows])
+        cache, logits, attention, positions = (
+            read.cache,
+            read.logits,
+            read.attention,
+            read.positions,
+        )
         found: dict[Node, dict[int, float]] = {}
         frontier: list[Node] = [(p, ()) for p, _ in rows]
         while True:
-            logprobs = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1).cpu()
+            logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
             for row, node in enumerate(frontier):
                 found[node] = {t: float(logprobs[row, t]) for t in children[node]}
             # One step deeper in the trie: each child node that is itself asked about.
@@ -535,12 +614,11 @@ class TransformersModel:
             if not step:
                 return found
             index = torch.tensor([row for row, _ in step], device=self.device)
-            cache = out.past_key_values
             cache.batch_select_indices(index)
             attention = torch.cat(
                 [attention[index], torch.ones_like(attention[index][:, :1])], dim=1
             )
-            positions = positions[index][:, -1:] + 1
+            positions = positions[index] + 1
             frontier = [node for _, node in step]
             out = self.model(
                 input_ids=torch.tensor(
@@ -551,6 +629,7 @@ class TransformersModel:
                 past_key_values=cache,
                 use_cache=True,
             )
+            cache, logits = out.past_key_values, out.logits[:, -1, :]
 
     # ------------------------------------------------------------------ for the HTTP server
 

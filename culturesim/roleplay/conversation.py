@@ -196,8 +196,14 @@ class Conversation:
     ) -> str:
         me = self.persona[role]
         index = len(self.state.turns)
-        history = [{"role": "system", "content": agent.system_message}, *messages]
         ask = {"role": "user", "content": self.library.render("roleplay/turn.jinja2", me=me)}
+        history = [{"role": "system", "content": agent.system_message}]
+        for message in messages:
+            # Each of my earlier replies follows the ask it answered, so this turn's prompt is
+            # the last turn's prompt with the new messages appended: its prefix is reused.
+            if message.get("role") == "assistant":
+                history.append(ask)
+            history.append(message)
 
         def generate(pending: Sequence[Chat], indices: Sequence[int], attempt: int) -> list[str]:
             messages = list(pending[0])
