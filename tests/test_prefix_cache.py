@@ -9,7 +9,7 @@ import torch
 from transformers import PreTrainedTokenizerFast
 
 from culturesim.models.base import Chat, GenerationParams
-from culturesim.models.prefix_cache import Layers, PrefixCache
+from culturesim.models.prefix_cache import Layers, PrefixCache, common_prefix_length
 from culturesim.models.transformers_backend import TransformersModel
 from tests.conftest import make_tiny_llama
 
@@ -146,3 +146,23 @@ def test_smollm2_conversation_is_the_same_with_reuse(smollm2: TransformersModel)
     assert texts == expected_texts
     assert scores == pytest.approx(expected_scores, abs=1e-4)
     assert fresh.prefix_cache.stats.hit_rate > 0.5
+
+
+def test_common_prefix_length_counts_equal_leading_tokens() -> None:
+    assert common_prefix_length((1, 2, 3, 4), (1, 2, 9)) == 2
+    assert common_prefix_length((1, 2), (1, 2, 3)) == 2
+    assert common_prefix_length((), (1,)) == 0
+    assert common_prefix_length(tuple(range(1000)), (*range(999), -1)) == 999
+
+
+def test_a_prompt_that_only_its_last_tokens_distinguish_replaces_its_sibling() -> None:
+    # Two prompts that differ only in their last `slack` tokens (an ask after the same
+    # transcript): keeping both would hold the transcript twice; the newer one suffices.
+    cache = PrefixCache(max_bytes=1 << 20, slack_tokens=3)
+    cache.put([1, 2, 3, 4, 5, 6, 7, 8], fake_layers(8))
+    cache.put([1, 2, 3, 4, 5, 6, 9, 9], fake_layers(8))
+    assert cache.stats.entries == 1
+    assert cache.lookup([1, 2, 3, 4, 5, 6, 9, 9, 1], count=False)[0] == 8
+    # A prompt that differs earlier than the slack is a different prompt: both are kept.
+    cache.put([1, 2, 7, 7, 7, 7, 7, 7], fake_layers(8))
+    assert cache.stats.entries == 2

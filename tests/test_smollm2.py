@@ -7,7 +7,7 @@ import torch
 
 from culturesim.models.base import GenerationParams
 from culturesim.models.smollm2 import converted_dir
-from culturesim.models.transformers_backend import TransformersModel, shared_prefix_groups
+from culturesim.models.transformers_backend import TransformersModel, shared_prefixes
 
 pytestmark = pytest.mark.slow  # the real embedded model; still part of make test
 
@@ -75,7 +75,7 @@ def test_scores_with_a_shared_prefix_equal_scores_without(smollm2: TransformersM
         for q in ("How important is family?", "How much do you trust strangers?", "Is work duty?")
     ]
     encoded = [smollm2.encode_prompt(chat) for chat in chats]
-    assert next(iter(shared_prefix_groups(encoded, 16)))[1] >= 16
+    assert len(shared_prefixes(encoded, 16)[0]) >= 16
     labels = [[str(k) for k in range(1, 11)]] * len(chats)
     shared, whole = smollm2.score(chats, labels), unshared.score(chats, labels)
     for a, b in zip(shared, whole, strict=True):

@@ -15,7 +15,7 @@ from culturesim.models.metering import MeteredModel
 from culturesim.models.transformers_backend import (
     TransformersModel,
     length_buckets,
-    shared_prefix_groups,
+    shared_prefixes,
 )
 from tests.conftest import make_tiny_llama
 
@@ -109,8 +109,8 @@ def test_prompts_sharing_a_system_prompt_are_scored_exactly(tiny_model: Transfor
     ]
     chats.append([*chats[0], {"role": "assistant", "content": "Answer with the number"}])
     encoded = [tiny_model.encode_prompt(c) for c in chats]
-    groups = list(shared_prefix_groups(encoded, tiny_model.min_shared_prefix))
-    assert len(groups) == 1 and groups[0][1] >= 16, "the system prompt is read once"
+    prefixes = shared_prefixes(encoded, tiny_model.min_shared_prefix)
+    assert prefixes and all(len(p) >= 16 for p in prefixes), "the system prompt is read once"
     candidates = ["1", "2", "10", "11", "12", "21", " Paris", " Berlin greets"]
     scores = tiny_model.score(chats, [candidates] * len(chats))
     for chat, row in zip(chats, scores, strict=True):
@@ -118,17 +118,40 @@ def test_prompts_sharing_a_system_prompt_are_scored_exactly(tiny_model: Transfor
             assert abs(value - manual_logprob(tiny_model, chat, candidate)) < 1e-4
 
 
-def test_shared_prefix_groups_keep_a_token_of_each_prompt_and_cover_all() -> None:
-    encoded = [[1] * 20 + [2, 3], [1] * 20 + [4], [1] * 20, [9, 9, 9], [1] * 5]
-    groups = list(shared_prefix_groups(encoded, min_shared=16))
-    assert sorted(i for group, _ in groups for i in group) == list(range(5))
-    for group, shared in groups:
-        assert all(len(encoded[i]) > shared for i in group), "every prompt keeps its last token"
-        assert all(encoded[i][:shared] == encoded[group[0]][:shared] for i in group)
-        if len(group) == 1:
-            assert shared == 0
-    assert max(shared for _, shared in groups) == 19
-    assert list(shared_prefix_groups(encoded, min_shared=0)) == [([0, 1, 2, 3, 4], 0)]
+def test_shared_prefixes_are_maximal_and_leave_each_prompt_a_token() -> None:
+    header, line = [1] * 20, [5, 6, 7]
+    # A dialogue's intent prompts: each transcript extends the last, a question follows.
+    intents = [header + line * k + [8, 9] for k in (1, 2, 3)]
+    encoded = [*intents, [*header, 2], header, [9, 9, 9], [1] * 5]
+    prefixes = shared_prefixes(encoded, min_shared=16)
+    # The longest transcript two prompts share is read once; the shorter shared prefixes are
+    # inside it, and the header alone is a prefix of it too.
+    assert prefixes == [header + line * 2]
+    for prefix in prefixes:
+        users = [ids for ids in encoded if ids[: len(prefix)] == prefix]
+        assert len(users) >= 2
+        assert all(len(ids) > len(prefix) for ids in users[1:]), "a token of its own"
+    # A prompt that equals another's prefix keeps its last token to itself.
+    assert shared_prefixes([[1] * 20, [1] * 20 + [3]], 16) == [[1] * 19]
+    assert shared_prefixes([[1] * 10 + [2], [1] * 10 + [3]], 16) == []
+    assert shared_prefixes(encoded, min_shared=0) == []
+
+
+def test_a_batch_reads_a_prefix_its_prompts_share_once(tiny_model: TransformersModel) -> None:
+    chats = [
+        [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"Say hello {k}."}]
+        for k in range(3)
+    ]
+    fresh = TransformersModel(tiny_model.model, tiny_model.tokenizer, "tiny")
+    whole = TransformersModel(tiny_model.model, tiny_model.tokenizer, "tiny", prefix_cache_bytes=0)
+    params = GenerationParams(max_new_tokens=6)
+    assert [c.text for c in fresh.generate(chats, params)] == [
+        c.text for c in whole.generate(chats, params)
+    ]
+    encoded = [fresh.encode_prompt(c) for c in chats]
+    shared = len(shared_prefixes(encoded, 16)[0])
+    stats = fresh.prefix_cache.stats
+    assert stats.tokens_reused == 3 * shared, "each prompt found the shared prefix cached"
 
 
 def test_length_buckets_respect_budget_and_cover_everything() -> None:

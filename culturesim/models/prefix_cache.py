@@ -49,14 +49,27 @@ class PrefixCacheStats:
         }
 
 
-def _common_prefix(first: Sequence[int], second: Sequence[int]) -> int:
-    limit = min(len(first), len(second))
-    if limit == 0:
+def common_prefix_length(first: Sequence[int], second: Sequence[int]) -> int:
+    """How many leading tokens two token sequences share.
+
+    A binary search over slice comparisons (each a C-speed tuple compare) instead of a Python
+    loop over tokens: a lookup compares a prompt with every cached entry, and conversations'
+    prompts share hundreds of tokens.
+    """
+    a, b = tuple(first), tuple(second)
+    limit = min(len(a), len(b))
+    if limit == 0 or a[0] != b[0]:
         return 0
-    a = torch.tensor(first[:limit])
-    b = torch.tensor(second[:limit])
-    differ = (a != b).nonzero()
-    return int(differ[0, 0]) if len(differ) else limit
+    if a[:limit] == b[:limit]:
+        return limit
+    low, high = 1, limit  # a[:low] == b[:low] and a[:high] != b[:high]
+    while high - low > 1:
+        middle = (low + high) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle
+    return low
 
 
 def _size(layers: Layers) -> int:
@@ -66,8 +79,9 @@ def _size(layers: Layers) -> int:
 class PrefixCache:
     """A least-recently-used store of prompts' keys and values under a byte budget."""
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, *, slack_tokens: int = 0) -> None:
         self.max_bytes = max_bytes
+        self.slack_tokens = slack_tokens
         self._entries: OrderedDict[tuple[int, ...], Layers] = OrderedDict()
         self.stats = PrefixCacheStats()
 
@@ -82,9 +96,10 @@ class PrefixCache:
         `count` adds the prompt to the hit-rate figures; planning lookups pass False.
         """
         best, found_key = 0, None
+        probe = tuple(ids)
         if self.enabled and len(ids) > 1:
             for key in self._entries:
-                shared = min(_common_prefix(key, ids), len(ids) - 1)
+                shared = min(common_prefix_length(key, probe), len(ids) - 1)
                 if shared > best:
                     best, found_key = shared, key
         if count:
@@ -107,8 +122,13 @@ class PrefixCache:
         if size > self.max_bytes:
             return
         # A stored prompt that this one extends is now redundant: every lookup it could answer,
-        # this one answers at least as well.
-        for old in [k for k in self._entries if len(k) <= len(key) and key[: len(k)] == k]:
+        # this one answers at least as well. So is one that this prompt covers all but
+        # `slack_tokens` of: an action-choice prompt once the utterance prompt that shares all
+        # but its last words is stored. Dropping it costs at most that many tokens later and
+        # keeps one copy of the shared keys and values instead of two.
+        for old in [
+            k for k in self._entries if len(k) - common_prefix_length(k, key) <= self.slack_tokens
+        ]:
             self._drop(old)
         while self._entries and self.stats.bytes + size > self.max_bytes:
             self._drop(next(iter(self._entries)))

@@ -14,6 +14,7 @@ and the log-probability of every candidate is still exact.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -38,7 +39,9 @@ from culturesim.models.base import (
     per_prompt_params,
     truncate_at_stop,
 )
-from culturesim.models.prefix_cache import Layers, PrefixCache
+from culturesim.models.kv_room import reserve_room
+from culturesim.models.prefix_cache import Layers, PrefixCache, common_prefix_length
+from culturesim.models.sampling import choose_tokens
 
 DEFAULT_PREFIX_CACHE_BYTES = 1 << 30
 """Room for prompts' keys and values: SmolLM2 (fp32) needs 46 KB a token, so about 23,000 tokens,
@@ -52,34 +55,32 @@ Node = tuple[int, tuple[int, ...]]
 """A point in a prompt's trie of candidate tokens: (prompt index, the candidate tokens so far)."""
 
 
-def shared_prefix_groups(
-    encoded: Sequence[Sequence[int]], min_shared: int
-) -> Iterator[tuple[list[int], int]]:
-    """Group prompts that share a prefix of at least `min_shared` tokens (a survey style's
-    system prompt, a dialogue's transcript), with the length of that prefix.
+def shared_prefixes(encoded: Sequence[Sequence[int]], min_shared: int) -> list[list[int]]:
+    """The longest prefixes that prompts of one batch share with each other, each worth reading
+    once instead of once per prompt: a survey style's system prompt, a dialogue's transcript
+    under its intent questions, a scene that two agents both see.
 
-    Sorting the token lists puts prompts with the longest common prefixes next to each other.
-    Every prompt keeps at least one token of its own, whose logits are the answer. With
-    `min_shared` 0 nothing is shared: one group of all prompts, prefix length 0.
+    A prefix is kept when at least two prompts share it, it is at least `min_shared` tokens
+    long, and it leaves each of them a token of its own (whose logits are the answer). Only
+    maximal prefixes are returned: one that another extends is read as part of that one.
+    Sorting puts the prompts with the longest common prefix next to each other, so comparing
+    neighbours finds, for every prompt, the longest prefix it shares with any other. With
+    `min_shared` 0 nothing is shared.
     """
-    if min_shared <= 0 or not encoded:
-        yield list(range(len(encoded))), 0
-        return
-    order = sorted(range(len(encoded)), key=lambda i: tuple(encoded[i]))
-    group, common = [order[0]], len(encoded[order[0]]) - 1
-    for index in order[1:]:
-        ids, first = encoded[index], encoded[group[0]]
-        limit = min(common, len(ids) - 1)
-        shared = 0
-        while shared < limit and ids[shared] == first[shared]:
-            shared += 1
-        if shared >= min_shared:
-            group.append(index)
-            common = shared
-        else:
-            yield group, (common if len(group) > 1 else 0)
-            group, common = [index], len(ids) - 1
-    yield group, (common if len(group) > 1 else 0)
+    if min_shared <= 0 or len(encoded) < 2:
+        return []
+    rows = [tuple(ids) for ids in encoded]
+    order = sorted(range(len(rows)), key=lambda i: rows[i])
+    longest = [0] * len(rows)
+    for a, b in itertools.pairwise(order):
+        shared = min(common_prefix_length(rows[a], rows[b]), len(rows[a]) - 1, len(rows[b]) - 1)
+        longest[a], longest[b] = max(longest[a], shared), max(longest[b], shared)
+    found = sorted({rows[i][:n] for i, n in enumerate(longest) if n >= min_shared})
+    return [
+        list(prefix)
+        for prefix, after in zip(found, [*found[1:], ()], strict=False)
+        if after[: len(prefix)] != prefix
+    ]
 
 
 def encode_prompt_with(
@@ -228,7 +229,7 @@ class TransformersModel:
         self.max_batch_size = max_batch_size
         self.token_budget = token_budget
         self.min_shared_prefix = min_shared_prefix
-        self.prefix_cache = PrefixCache(prefix_cache_bytes)
+        self.prefix_cache = PrefixCache(prefix_cache_bytes, slack_tokens=min_shared_prefix)
         self._lock = threading.Lock()
         self._stop_events: set[threading.Event] = set()
         self._stop_lock = threading.Lock()
@@ -358,8 +359,9 @@ class TransformersModel:
             for s, row in zip(settings, rows, strict=True)
         ]
         read = self._prefill(rows)
+        longest = max(s.max_new_tokens for s in settings)
         cache, logits, attention, positions = (
-            read.cache,
+            reserve_room(read.cache, longest),
             read.logits,
             read.attention,
             read.positions,
@@ -368,10 +370,10 @@ class TransformersModel:
         finish: list[str | None] = [None] * len(rows)
         texts: list[str] = [""] * len(rows)
         live = list(range(len(rows)))  # the rows still decoding, in the batch's order
-        for _ in range(max(s.max_new_tokens for s in settings)):
+        for _ in range(longest):
             if stop.is_set():
                 raise Stopped("the run was stopped")
-            chosen = self._choose_tokens(
+            chosen = choose_tokens(
                 logits, [settings[i] for i in live], [generators[i] for i in live]
             )
             for i, token in zip(live, chosen, strict=True):
@@ -431,6 +433,7 @@ class TransformersModel:
         that buys nothing); when that takes several passes, their keys and values are merged,
         left-padded, into one cache, so decoding still runs every row in one batch.
         """
+        self._read_shared_prefixes(rows)
         found = [self.prefix_cache.lookup(row, count=count) for row in rows]
         groups = list(
             length_buckets(
@@ -511,27 +514,6 @@ class TransformersModel:
         logits = torch.stack([logit for logit, _ in parts])
         return Prefilled(logits, DynamicCache(layers), attention, positions)
 
-    @staticmethod
-    def _choose_tokens(
-        logits: torch.Tensor,
-        settings: list[GenerationParams],
-        generators: list[torch.Generator | None],
-    ) -> list[int]:
-        chosen: list[int] = []
-        greedy = logits.argmax(dim=-1).tolist()
-        for i, setting in enumerate(settings):
-            generator = generators[i]
-            if generator is None:
-                chosen.append(int(greedy[i]))
-                continue
-            probs = torch.softmax(logits[i].float().cpu() / setting.temperature, dim=-1)
-            if setting.top_p < 1.0:
-                sorted_probs, order = probs.sort(descending=True)
-                keep = sorted_probs.cumsum(0) - sorted_probs < setting.top_p
-                probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
-            chosen.append(int(torch.multinomial(probs, 1, generator=generator).item()))
-        return chosen
-
     # ------------------------------------------------------------------ score
 
     def count_prompt_tokens(self, prompts: Sequence[Prompt]) -> int:
@@ -553,9 +535,7 @@ class TransformersModel:
         logprob_of: dict[Node, dict[int, float]] = {}
         with self._stoppable() as stop, self._lock, torch.inference_mode():
             # A prefix several prompts share (a survey style's system prompt) is read once.
-            for group, shared in shared_prefix_groups(encoded_prompts, self.min_shared_prefix):
-                if shared:
-                    self._remember(encoded_prompts[group[0]][:shared])
+            self._read_shared_prefixes(encoded_prompts)
             reused = [self.prefix_cache.lookup(ids, count=False)[0] for ids in encoded_prompts]
             for bucket in length_buckets(
                 [len(ids) - r for ids, r in zip(encoded_prompts, reused, strict=True)],
@@ -576,11 +556,23 @@ class TransformersModel:
             for p, options in enumerate(encoded_candidates)
         ]
 
-    def _remember(self, prefix: list[int]) -> None:
-        """Put a shared prefix's keys and values in the prefix cache, unless already there."""
-        cached, _ = self.prefix_cache.lookup([*prefix, -1], count=False)
-        if self.prefix_cache.enabled and cached < len(prefix):
-            self._prefill([prefix], count=False)
+    def _read_shared_prefixes(self, rows: Sequence[Sequence[int]]) -> None:
+        """Put the prefixes that these rows share with each other (see `shared_prefixes`) in
+        the prefix cache, where the cache lacks at least `min_shared_prefix` tokens of them.
+
+        They are read together in one `_prefill`, which first does the same for the prefixes
+        they share among themselves (the scene under several transcripts), so each shared
+        token is computed once. The recursion ends: every level's prefixes are shorter.
+        """
+        if not self.prefix_cache.enabled:
+            return
+        missing = []
+        for prefix in shared_prefixes(rows, self.min_shared_prefix):
+            cached, _ = self.prefix_cache.lookup([*prefix, -1], count=False)
+            if len(prefix) - cached >= self.min_shared_prefix:
+                missing.append(prefix)
+        if missing:
+            self._prefill(missing, count=False)
 
     def _score_rows(
         self, rows: list[tuple[int, list[int]]], children: dict[Node, set[int]]
