@@ -3,7 +3,10 @@
     .venv/bin/python benchmarks/simulation.py [--model smollm2] [--dialogues 16] [--turns 6]
 
 One process, one run, the same dialogues (two-party built-in scenarios, the first N episodes
-over two cultures, intents on, 40 new tokens a turn, temperature 0.7, top-p 0.7):
+over two cultures, intents on, 40 new tokens a turn, temperature 0.7, top-p 0.7). Leaving is
+allowed only from the last turn on (`allow_leave_after` = turns), so dialogues run the turns
+asked for instead of ending after two when SmolLM2's agent scores "leave" highest; a dialogue
+can still end earlier when its replies repeat (the protocol's repetition stop):
 
 (a) culturesim as a user runs it: the Simulator with every conversation concurrent, the
     structured action protocol, intents, and prefix reuse on (the default).
@@ -132,7 +135,11 @@ def run_culturesim(
         max_batch_size=len(episodes),
         annotate_intents=True,
         roleplay=RolePlaySettings(
-            max_turns=turns, max_new_tokens=NEW_TOKENS, temperature=TEMPERATURE, top_p=TOP_P
+            max_turns=turns,
+            allow_leave_after=turns,
+            max_new_tokens=NEW_TOKENS,
+            temperature=TEMPERATURE,
+            top_p=TOP_P,
         ),
     )
     with tempfile.TemporaryDirectory() as folder:

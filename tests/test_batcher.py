@@ -89,3 +89,32 @@ def test_closed_batcher_refuses_new_work() -> None:
     batcher.close()
     with pytest.raises(RuntimeError, match="closed"):
         batcher.submit_generate("x")
+
+
+def test_with_several_in_flight_a_batch_leaves_while_the_last_is_still_running() -> None:
+    """A continuously batching backend can take the next batch while one is decoding: the
+    Batcher must not hold it back until the first batch returns."""
+    first_running = threading.Event()
+    release_first = threading.Event()
+
+    def reply(prompt: object) -> str:
+        if prompt == "slow":
+            first_running.set()
+            assert release_first.wait(timeout=60), "the second batch never reached the model"
+        return f"echo:{prompt}"
+
+    backend = ScriptedModel(reply)
+    with Batcher(backend, max_batch_size=4, max_wait_s=0.0, max_in_flight=2) as batcher:
+        slow = batcher.submit_generate("slow")
+        assert first_running.wait(timeout=60)
+        fast = batcher.submit_generate("fast")
+        assert fast.result(timeout=60).text == "echo:fast"  # answered while "slow" runs
+        assert not slow.done()
+        release_first.set()
+        assert slow.result(timeout=60).text == "echo:slow"
+    assert backend.generate_calls == [1, 1]
+
+
+def test_max_in_flight_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_in_flight"):
+        Batcher(ScriptedModel(), max_in_flight=0)

@@ -125,7 +125,8 @@ def test_a_trained_teacher_scores_the_shares_it_was_taught(
         "The answer is ",
     )
     assert len(rows) == 1 and rows[0].has_branch
-    config = TeacherConfig(max_steps=400, learning_rate=3e-2, batch_size=1, lora_layers=None)
+    # At 3e-2 the fit oscillates (loss 3.7 -> 2.6 in 400 steps); 1e-2 settles (-> 1.2).
+    config = TeacherConfig(max_steps=400, learning_rate=1e-2, batch_size=1, lora_layers=None)
     result = train_teacher(wide_logits_dir, rows, tmp_path, config, show_progress=False)
     assert result.last_loss < result.first_loss
     items = prompter.items([survey.questions["Q106"]], ["aware"], ["USA"])

@@ -6,6 +6,11 @@ single requests from any number of threads or asyncio tasks and sends them to th
 together: a batch leaves when it is full (`max_batch_size`) or when its oldest request has waited
 `max_wait_s`. While the backend works on one batch, the next fills up.
 
+With `max_in_flight` above 1, the next batch is sent without waiting for the last one to
+finish. That pays with backends that batch continuously themselves (the in-process engine, a
+vLLM or llama.cpp server): a conversation whose reply is done can have its next request join
+the decoding that is still running for others, instead of waiting for a whole batch to end.
+
 Each request gets its own Future, resolved with exactly its own result; a backend error fails
 every request of that batch with the same exception, and the Batcher goes on serving.
 """
@@ -16,7 +21,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -56,14 +61,27 @@ class Batcher:
     """A LanguageModel that merges concurrent single requests into backend batches."""
 
     def __init__(
-        self, model: LanguageModel, *, max_batch_size: int = 32, max_wait_s: float = 0.02
+        self,
+        model: LanguageModel,
+        *,
+        max_batch_size: int = 32,
+        max_wait_s: float = 0.02,
+        max_in_flight: int = 1,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be >= 1")
         self.model = model
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.stats = BatchStats()
+        self._in_flight = threading.BoundedSemaphore(max_in_flight)
+        self._senders = (
+            ThreadPoolExecutor(max_in_flight, thread_name_prefix="culturesim-batch")
+            if max_in_flight > 1
+            else None
+        )
         self._queue: list[_Request] = []
         self._condition = threading.Condition()
         self._closed = False
@@ -146,41 +164,59 @@ class Batcher:
                 self._condition.wait(timeout=self.max_wait_s - waited)
 
     def _serve(self) -> None:
-        while (batch := self._take_batch()) is not None:
+        while True:
+            self._in_flight.acquire()  # a free sender before the next batch is taken
+            batch = self._take_batch()
+            if batch is None:
+                self._in_flight.release()
+                break
             self.stats.batches += 1
             self.stats.requests += len(batch)
             self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
-            try:
-                if batch[0].operation == "generate":
-                    results: list[Any] = self.model.generate(
-                        [r.prompt for r in batch], [r.argument for r in batch]
-                    )
-                else:
-                    results = self.model.score(
-                        [r.prompt for r in batch], [r.argument for r in batch]
-                    )
-                if len(results) != len(batch):
-                    raise RuntimeError(
-                        f"backend returned {len(results)} results for {len(batch)} requests"
-                    )
-            except Stopped as error:  # aborted mid-batch: nobody of this batch gets an answer
-                for request in batch:
-                    request.future.set_exception(error)
-                continue
-            except Exception as error:
-                # One bad request must not fail its batch-mates: run them one by one, so each
-                # caller gets its own answer or its own error.
-                if len(batch) == 1:
-                    batch[0].future.set_exception(error)
-                else:
-                    self._serve_singly(batch)
-                continue
-            except BaseException as error:  # every waiting caller must hear of the failure
-                for request in batch:
-                    request.future.set_exception(error)
-                continue
-            for request, result in zip(batch, results, strict=True):
-                request.future.set_result(result)
+            if self._senders is None:
+                self._send(batch)
+            else:
+                self._senders.submit(self._send, batch)
+        if self._senders is not None:
+            self._senders.shutdown(wait=True)
+
+    def _send(self, batch: list[_Request]) -> None:
+        """Run one batch on the model and resolve its futures; frees a sender at the end."""
+        try:
+            self._send_batch(batch)
+        finally:
+            self._in_flight.release()
+
+    def _send_batch(self, batch: list[_Request]) -> None:
+        try:
+            if batch[0].operation == "generate":
+                results: list[Any] = self.model.generate(
+                    [r.prompt for r in batch], [r.argument for r in batch]
+                )
+            else:
+                results = self.model.score([r.prompt for r in batch], [r.argument for r in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(
+                    f"backend returned {len(results)} results for {len(batch)} requests"
+                )
+        except Stopped as error:  # aborted mid-batch: nobody of this batch gets an answer
+            for request in batch:
+                request.future.set_exception(error)
+            return
+        except Exception as error:
+            # One bad request must not fail its batch-mates: run them one by one, so each
+            # caller gets its own answer or its own error.
+            if len(batch) == 1:
+                batch[0].future.set_exception(error)
+            else:
+                self._serve_singly(batch)
+            return
+        except BaseException as error:  # every waiting caller must hear of the failure
+            for request in batch:
+                request.future.set_exception(error)
+            return
+        for request, result in zip(batch, results, strict=True):
+            request.future.set_result(result)
 
     def _serve_singly(self, batch: list[_Request]) -> None:
         for request in batch:

@@ -62,7 +62,7 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
 def create_app(model: TransformersModel, *, max_batch_size: int = 32) -> FastAPI:
     """The FastAPI app; concurrent requests are merged by a Batcher over `model`."""
     app = FastAPI(title="culturesim serve")
-    batcher = Batcher(model, max_batch_size=max_batch_size, max_wait_s=0.01)
+    batcher = Batcher(model, max_batch_size=max_batch_size, max_wait_s=0.01, max_in_flight=8)
     app.state.batcher = batcher
     app.router.add_event_handler("shutdown", batcher.close)
 

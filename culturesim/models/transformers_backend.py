@@ -17,8 +17,8 @@ import hashlib
 import itertools
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +37,10 @@ from culturesim.models.base import (
     Stopped,
     check_candidates,
     per_prompt_params,
-    truncate_at_stop,
 )
-from culturesim.models.kv_room import reserve_room
+from culturesim.models.decoding import DecodingBatch, DecodingRow, Prefilled
+from culturesim.models.engine import DecodingEngine
 from culturesim.models.prefix_cache import Layers, PrefixCache, common_prefix_length
-from culturesim.models.sampling import choose_tokens
 
 DEFAULT_PREFIX_CACHE_BYTES = 1 << 30
 """Room for prompts' keys and values: SmolLM2 (fp32) needs 46 KB a token, so about 23,000 tokens,
@@ -172,17 +171,6 @@ def length_buckets(
         yield batch
 
 
-@dataclass
-class Prefilled:
-    """Prompts read and ready to continue: per row the next-token logits, one cache for all
-    rows, the attention mask over it, and each row's last position."""
-
-    logits: torch.Tensor
-    cache: Any
-    attention: torch.Tensor
-    positions: torch.Tensor
-
-
 def _row_layers(cache: Any, row: int, mask: torch.Tensor) -> Layers:
     """One row's keys and values at its real (unmasked) positions, copied out of a batch."""
     real = mask.bool()
@@ -230,7 +218,9 @@ class TransformersModel:
         self.token_budget = token_budget
         self.min_shared_prefix = min_shared_prefix
         self.prefix_cache = PrefixCache(prefix_cache_bytes, slack_tokens=min_shared_prefix)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._engine: DecodingEngine | None = None
+        self._engine_lock = threading.Lock()
         self._stop_events: set[threading.Event] = set()
         self._stop_lock = threading.Lock()
         if tokenizer.pad_token_id is None:
@@ -313,23 +303,36 @@ class TransformersModel:
         prompts: Sequence[Prompt],
         params: GenerationParams | Sequence[GenerationParams] = GenerationParams(),
     ) -> list[Completion]:
+        """Completions for the prompts. They decode in the model's one running batch (see
+        `engine`), together with whatever other threads are generating now."""
         settings = per_prompt_params(params, len(prompts))
         encoded = [self.encode_prompt(p) for p in prompts]
-        results: list[Completion | None] = [None] * len(prompts)
-        buckets = length_buckets(
-            [len(e) for e in encoded],
-            [s.max_new_tokens for s in settings],
-            self.max_batch_size,
-            self.token_budget,
-        )
-        with self._stoppable() as stop, self._lock:
-            for bucket in buckets:
-                outputs = self._generate_batch(
-                    [encoded[i] for i in bucket], [settings[i] for i in bucket], stop
+        with self._stoppable() as stop:
+            rows = [
+                DecodingRow(
+                    prompt=ids,
+                    settings=s,
+                    generator=None if s.greedy else torch.Generator().manual_seed(_seed_of(s, ids)),
+                    future=Future(),
+                    stop=stop,
                 )
-                for index, completion in zip(bucket, outputs, strict=True):
-                    results[index] = completion
-        return [r for r in results if r is not None]
+                for ids, s in zip(encoded, settings, strict=True)
+            ]
+            self.engine.submit(rows)
+            return [row.future.result() for row in rows]
+
+    @property
+    def engine(self) -> DecodingEngine:
+        """The thread that runs this model (started on first use)."""
+        with self._engine_lock:
+            if self._engine is None:
+                batch = DecodingBatch(
+                    self.model, self._decode, self.eos_token_ids, max_rows=self.max_batch_size
+                )
+                self._engine = DecodingEngine(
+                    batch, self._prefill, self._lock, self.max_batch_size, self.token_budget
+                )
+            return self._engine
 
     def stop_running(self) -> None:
         """End the calls running or waiting now at their next step; they raise `Stopped`."""
@@ -349,81 +352,6 @@ class TransformersModel:
         finally:
             with self._stop_lock:
                 self._stop_events.discard(event)
-
-    @torch.inference_mode()
-    def _generate_batch(
-        self, rows: list[list[int]], settings: list[GenerationParams], stop: threading.Event
-    ) -> list[Completion]:
-        generators = [
-            None if s.greedy else torch.Generator().manual_seed(_seed_of(s, row))
-            for s, row in zip(settings, rows, strict=True)
-        ]
-        read = self._prefill(rows)
-        longest = max(s.max_new_tokens for s in settings)
-        cache, logits, attention, positions = (
-            reserve_room(read.cache, longest),
-            read.logits,
-            read.attention,
-            read.positions,
-        )
-        produced: list[list[int]] = [[] for _ in rows]
-        finish: list[str | None] = [None] * len(rows)
-        texts: list[str] = [""] * len(rows)
-        live = list(range(len(rows)))  # the rows still decoding, in the batch's order
-        for _ in range(longest):
-            if stop.is_set():
-                raise Stopped("the run was stopped")
-            chosen = choose_tokens(
-                logits, [settings[i] for i in live], [generators[i] for i in live]
-            )
-            for i, token in zip(live, chosen, strict=True):
-                if token in self.eos_token_ids:
-                    finish[i] = "stop"
-                    continue
-                produced[i].append(token)
-                if settings[i].stop:
-                    texts[i] = self._decode(produced[i])
-                    texts[i], hit = truncate_at_stop(texts[i], settings[i].stop)
-                    if hit:
-                        finish[i] = "stop"
-                        continue
-                if len(produced[i]) >= settings[i].max_new_tokens:
-                    finish[i] = "length"
-            keep = [k for k, i in enumerate(live) if finish[i] is None]
-            if not keep:
-                break
-            if len(keep) < len(live):
-                # Finished rows leave the batch: each step costs what the live rows cost.
-                index = torch.tensor(keep, device=self.device)
-                cache.batch_select_indices(index)
-                attention, positions = attention[index], positions[index]
-                live = [live[k] for k in keep]
-            feed = torch.tensor(
-                [produced[i][-1] for i in live], dtype=torch.long, device=self.device
-            )[:, None]
-            attention = torch.cat([attention, torch.ones_like(attention[:, :1])], dim=1)
-            positions = positions[:, -1:] + 1
-            out = self.model(
-                input_ids=feed,
-                attention_mask=attention,
-                position_ids=positions,
-                past_key_values=cache,
-                use_cache=True,
-            )
-            cache = out.past_key_values
-            logits = out.logits[:, -1, :]
-        completions = []
-        for i, row in enumerate(rows):
-            text = texts[i] if settings[i].stop else self._decode(produced[i])
-            completions.append(
-                Completion(
-                    text=text,
-                    prompt_tokens=len(row),
-                    completion_tokens=len(produced[i]),
-                    finish_reason="stop" if finish[i] == "stop" else "length",
-                )
-            )
-        return completions
 
     def _prefill(self, rows: Sequence[Sequence[int]], *, count: bool = True) -> Prefilled:
         """Read the rows' prompts, computing only what the prefix cache lacks, and return the
@@ -532,22 +460,11 @@ class TransformersModel:
             for ids in options:
                 for j in range(len(ids)):
                     children.setdefault((p, tuple(ids[:j])), set()).add(ids[j])
-        logprob_of: dict[Node, dict[int, float]] = {}
-        with self._stoppable() as stop, self._lock, torch.inference_mode():
-            # A prefix several prompts share (a survey style's system prompt) is read once.
-            self._read_shared_prefixes(encoded_prompts)
-            reused = [self.prefix_cache.lookup(ids, count=False)[0] for ids in encoded_prompts]
-            for bucket in length_buckets(
-                [len(ids) - r for ids, r in zip(encoded_prompts, reused, strict=True)],
-                reused,
-                self.max_batch_size,
-                self.token_budget,
-                max_padding=SCORE_MAX_PADDING,
-            ):
-                if stop.is_set():
-                    raise Stopped("the run was stopped")
-                rows = [(p, encoded_prompts[p]) for p in bucket]
-                logprob_of.update(self._score_rows(rows, children))
+        with self._stoppable() as stop:
+            # Scoring runs on the engine's thread, between two decoding steps.
+            logprob_of = self.engine.call(
+                lambda: self._score_prompts(encoded_prompts, children, stop)
+            )
         return [
             [
                 sum(logprob_of[(p, tuple(ids[:j]))][ids[j]] for j in range(len(ids)))
@@ -555,6 +472,29 @@ class TransformersModel:
             ]
             for p, options in enumerate(encoded_candidates)
         ]
+
+    def _score_prompts(
+        self,
+        encoded_prompts: list[list[int]],
+        children: dict[Node, set[int]],
+        stop: threading.Event,
+    ) -> dict[Node, dict[int, float]]:
+        logprob_of: dict[Node, dict[int, float]] = {}
+        # A prefix several prompts share (a survey style's system prompt) is read once.
+        self._read_shared_prefixes(encoded_prompts)
+        reused = [self.prefix_cache.lookup(ids, count=False)[0] for ids in encoded_prompts]
+        for bucket in length_buckets(
+            [len(ids) - r for ids, r in zip(encoded_prompts, reused, strict=True)],
+            reused,
+            self.max_batch_size,
+            self.token_budget,
+            max_padding=SCORE_MAX_PADDING,
+        ):
+            if stop.is_set():
+                raise Stopped("the run was stopped")
+            rows = [(p, encoded_prompts[p]) for p in bucket]
+            logprob_of.update(self._score_rows(rows, children))
+        return logprob_of
 
     def _read_shared_prefixes(self, rows: Sequence[Sequence[int]]) -> None:
         """Put the prefixes that these rows share with each other (see `shared_prefixes`) in

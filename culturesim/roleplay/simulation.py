@@ -77,6 +77,12 @@ class SimulationSummary:
         }
 
 
+IN_FLIGHT_BATCHES = 8
+"""Batches sent to the model before the first returns: a conversation's next request can then
+join a decoding batch that is still running (backends that batch continuously gain; others
+just queue them)."""
+
+
 def dialogue_seed(episode: Episode, sample_index: int, run_seed: int) -> int:
     return derive_seed(run_seed, episode.id, sample_index)
 
@@ -152,7 +158,11 @@ class Simulator:
             TimeRemainingColumn(),
         )
         with (
-            Batcher(self.metered, max_batch_size=self.settings.max_batch_size) as batcher,
+            Batcher(
+                self.metered,
+                max_batch_size=self.settings.max_batch_size,
+                max_in_flight=IN_FLIGHT_BATCHES,
+            ) as batcher,
             ThreadPoolExecutor(max_workers=max(1, self.settings.concurrency)) as pool,
             Progress(*columns, disable=not show_progress, console=self.console) as progress,
         ):
