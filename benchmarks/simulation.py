@@ -3,10 +3,11 @@
     .venv/bin/python benchmarks/simulation.py [--model smollm2] [--dialogues 16] [--turns 6]
 
 One process, one run, the same dialogues (two-party built-in scenarios, the first N episodes
-over two cultures, intents on, 40 new tokens a turn, temperature 0.7, top-p 0.7). Leaving is
-allowed only from the last turn on (`allow_leave_after` = turns), so dialogues run the turns
-asked for instead of ending after two when SmolLM2's agent scores "leave" highest; a dialogue
-can still end earlier when its replies repeat (the protocol's repetition stop):
+over two cultures, intents on, 40 new tokens a turn, temperature 0.7, top-p 0.7). Every
+dialogue runs the turns asked for: leaving is allowed only at the last turn and the repetition
+stop is off, because with the protocol's early stops SmolLM2's dialogues end after about two
+turns (it repeats itself), which is not the workload of "N dialogues x 6 turns". Pass
+`--early-stops` to keep the protocol's stops (leave after turn 2, repetition at 0.9):
 
 (a) culturesim as a user runs it: the Simulator with every conversation concurrent, the
     structured action protocol, intents, and prefix reuse on (the default).
@@ -125,7 +126,7 @@ Shape = dict[str, tuple[int, int]]
 
 
 def run_culturesim(
-    model: TransformersModel, episodes: list[Episode], turns: int
+    model: TransformersModel, episodes: list[Episode], turns: int, *, early_stops: bool = False
 ) -> tuple[Tally, Shape]:
     fresh = TransformersModel(model.model, model.tokenizer, model.model_id)  # an empty cache
     tally = Tally()
@@ -136,7 +137,11 @@ def run_culturesim(
         annotate_intents=True,
         roleplay=RolePlaySettings(
             max_turns=turns,
-            allow_leave_after=turns,
+            **(
+                {}
+                if early_stops
+                else {"allow_leave_after": turns, "repetition_threshold": float("inf")}
+            ),
             max_new_tokens=NEW_TOKENS,
             temperature=TEMPERATURE,
             top_p=TOP_P,
@@ -318,6 +323,9 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--dialogues", type=int, default=16)
     parser.add_argument("--turns", type=int, default=6)
+    parser.add_argument(
+        "--early-stops", action="store_true", help="keep the protocol's leave and repetition stops"
+    )
     args = parser.parse_args()
     hf_logging.set_verbosity_error()
     model = build_model(args.model)
@@ -327,10 +335,11 @@ def main() -> None:
     print(
         f"model {model.model_id} on {device} ({platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} threads); {len(episodes)} dialogues x {args.turns} turns, "
-        f"intents on, {NEW_TOKENS} new tokens a turn"
+        f"intents on, {NEW_TOKENS} new tokens a turn, "
+        + ("the protocol's early stops" if args.early_stops else "every dialogue to its last turn")
     )
     model.generate(["warm up"], GenerationParams(max_new_tokens=4))
-    ours, shape = run_culturesim(model, episodes, args.turns)
+    ours, shape = run_culturesim(model, episodes, args.turns, early_stops=args.early_stops)
     print(ours.line("(a) culturesim"), flush=True)
     peers = run_autogen(model, episodes, shape)
     print(peers.line("(b) autogen, sequential"), flush=True)

@@ -338,3 +338,35 @@ def test_a_bad_simulate_config_names_the_file_and_field(tmp_path: Path) -> None:
     assert str(config) in output
     assert "field 'per_episode'" in output and "field 'temperatur'" in output
     assert not (tmp_path / "run").exists(), "nothing is written for a config that does not validate"
+
+
+def test_a_turns_intent_is_asked_while_the_dialogue_goes_on_and_reads_only_its_past(
+    tmp_path: Path,
+) -> None:
+    """Labels start as turns are played, not after the dialogue, and each label's prompt holds
+    the transcript up to its own turn only: the records match labelling every turn at the end."""
+    calls: list[str] = []
+
+    def reply(prompt: Prompt) -> str:
+        text = prompt_text(prompt)
+        if "What is" in text and "intent" in text:
+            calls.append("intent")
+            said = re.findall(r"Message (\d+)", text)
+            return f" Said {said[-1] if said else '?'} last.\nCULTURAL: none"
+        calls.append("turn")
+        return f" speak\nOUTPUT: Message {len(text)}."
+
+    settings = SimulationSettings(
+        per_episode=1, concurrency=1, roleplay=RolePlaySettings(action_mode="free", max_turns=4)
+    )
+    store = RunStore.open(tmp_path / "run", {"test": 1})
+    Simulator(ScriptedModel(reply), store, settings, cultures=CULTURES).run(
+        [episode()], show_progress=False
+    )
+    (dialogue,) = store.read(Dialogue)
+    assert len(dialogue.turns) == 4
+    # The first intent was asked before the last turn was played.
+    assert calls.index("intent") < max(i for i, c in enumerate(calls) if c == "turn")
+    for turn in dialogue.turns:
+        (number,) = re.findall(r"Message (\d+)", turn.utterance)
+        assert turn.intent == f"Said {number} last."  # its own turn was the last it saw

@@ -42,9 +42,10 @@ from culturesim.models.decoding import DecodingBatch, DecodingRow, Prefilled
 from culturesim.models.engine import DecodingEngine
 from culturesim.models.prefix_cache import Layers, PrefixCache, common_prefix_length
 
-DEFAULT_PREFIX_CACHE_BYTES = 1 << 30
-"""Room for prompts' keys and values: SmolLM2 (fp32) needs 46 KB a token, so about 23,000 tokens,
-the live transcripts of some 25 two-party conversations of 900 tokens."""
+DEFAULT_PREFIX_CACHE_BYTES = 4 << 30
+"""Room for prompts' keys and values: SmolLM2 (fp32) needs 46 KB a token, so about 93,000 tokens.
+A simulation keeps every live conversation's agents' prompts and its intent prompts (16 two-party
+dialogues at 6 turns: 2.4 GB); at 1 GB they evicted each other and the run took 40% longer."""
 
 SCORE_MAX_PADDING = 0.15
 """The most of a scoring batch's tokens that may be padding (measured: survey prompts of 65 to

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 from typing import Any
@@ -113,8 +113,12 @@ class Conversation:
         settings: RolePlaySettings = RolePlaySettings(),
         library: PromptLibrary | None = None,
         cultures: dict[str, Any] | None = None,
+        on_turn: Callable[[Turn], None] | None = None,
     ) -> None:
+        """`on_turn(turn)` is called as each turn is played (intent labels start from it while
+        the dialogue goes on)."""
         self.episode = episode
+        self.on_turn = on_turn
         self.scenario = episode.scenario
         self.batcher = batcher
         self.seed = seed
@@ -196,14 +200,20 @@ class Conversation:
     ) -> str:
         me = self.persona[role]
         index = len(self.state.turns)
-        ask = {"role": "user", "content": self.library.render("roleplay/turn.jinja2", me=me)}
+        asks = [
+            {"role": "user", "content": self.library.render("roleplay/turn.jinja2", me=me, first=f)}
+            for f in (True, False)
+        ]
         history = [{"role": "system", "content": agent.system_message}]
+        answered = 0
         for message in messages:
             # Each of my earlier replies follows the ask it answered, so this turn's prompt is
             # the last turn's prompt with the new messages appended: its prefix is reused.
             if message.get("role") == "assistant":
-                history.append(ask)
+                history.append(asks[answered > 0])
+                answered += 1
             history.append(message)
+        ask = asks[answered > 0]
 
         def generate(pending: Sequence[Chat], indices: Sequence[int], attempt: int) -> list[str]:
             messages = list(pending[0])
@@ -243,25 +253,32 @@ class Conversation:
         raw = outcome.replies[-1]
         parsed = outcome.result
         if parsed is None:
-            self.state.turns.append(
-                Turn(index=index, speaker=role, action="none", malformed=True, raw=raw)
-            )
             self.state.stop_reason = "malformed"
-            return self.library.render(
-                "transcript/turn.jinja2",
-                speaker_name=me.name,
-                action="none",
-                utterance="",
-                malformed=True,
+            return self._played(
+                Turn(index=index, speaker=role, action="none", malformed=True, raw=raw),
+                self.library.render(
+                    "transcript/turn.jinja2",
+                    speaker_name=me.name,
+                    action="none",
+                    utterance="",
+                    malformed=True,
+                ),
             )
-        self.state.turns.append(
-            Turn(
-                index=index, speaker=role, action=parsed.action, utterance=parsed.utterance, raw=raw
-            )
-        )
         if parsed.action == "leave":
             self.state.left.add(role)
-        return self.view(me, parsed.action, parsed.utterance)
+        return self._played(
+            Turn(
+                index=index, speaker=role, action=parsed.action, utterance=parsed.utterance, raw=raw
+            ),
+            self.view(me, parsed.action, parsed.utterance),
+        )
+
+    def _played(self, turn: Turn, view: str) -> str:
+        """Record a turn and tell `on_turn`; returns the view."""
+        self.state.turns.append(turn)
+        if self.on_turn is not None:
+            self.on_turn(turn)
+        return view
 
     def _choose_action(self, messages: list[dict[str, Any]], seed: int) -> str:
         """Structured mode: the action is drawn from the model's own probabilities of the labels.

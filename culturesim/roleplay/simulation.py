@@ -31,7 +31,7 @@ from culturesim.models.batcher import Batcher
 from culturesim.models.metering import MeteredModel
 from culturesim.models.progress import ModelRateColumn
 from culturesim.prompt_library import PromptLibrary
-from culturesim.records import Culture, Dialogue, Episode, derive_seed
+from culturesim.records import Culture, Dialogue, Episode, Turn, derive_seed
 from culturesim.roleplay.conversation import Conversation, RolePlaySettings
 from culturesim.roleplay.intents import IntentAnnotator
 from culturesim.scenarios.cultures import load_cultures
@@ -205,6 +205,18 @@ class Simulator:
 
     def _simulate(self, batcher: Batcher, episode: Episode, sample_index: int) -> Dialogue:
         seed = dialogue_seed(episode, sample_index, self.settings.seed)
+        host = self.cultures[episode.scenario.roles[0].culture]
+        annotator = IntentAnnotator(batcher, library=self.library)
+        views: list[str] = []
+
+        def label(turn: Turn) -> None:
+            # Each turn's intent is requested as soon as it is played (it reads only the
+            # transcript up to it), so labels decode beside the conversations still running.
+            views.append(
+                conversation.view(conversation.persona[turn.speaker], turn.action, turn.utterance)
+            )
+            annotator.start(episode, turn, host, views, seed)
+
         conversation = Conversation(
             episode,
             batcher,
@@ -212,19 +224,12 @@ class Simulator:
             settings=self.settings.roleplay,
             library=self.library,
             cultures=self.cultures,
+            on_turn=label if self.settings.annotate_intents else None,
         )
         state = conversation.run()
-        turns = state.turns
-        if self.settings.annotate_intents and turns:
-            views = [
-                conversation.view(conversation.persona[t.speaker], t.action, t.utterance)
-                for t in turns
-            ]
-            host = self.cultures[episode.scenario.roles[0].culture]
-            annotator = IntentAnnotator(batcher, library=self.library)
-            turns = annotator.annotate(episode, turns, host, views, seed)
-            with self._count_lock:
-                self.intent_placeholders += annotator.placeholder_echoes
+        turns = annotator.finish(state.turns)
+        with self._count_lock:
+            self.intent_placeholders += annotator.placeholder_echoes
         return Dialogue(
             episode_id=episode.id,
             sample_index=sample_index,
