@@ -39,7 +39,7 @@ class DecodingEngine:
     def __init__(
         self,
         batch: DecodingBatch,
-        prefill: Callable[[Sequence[Sequence[int]]], Prefilled],
+        prefill: Callable[[Sequence[Sequence[int]]], list[tuple[list[int], Prefilled]]],
         lock: threading.RLock,
         max_rows: int,
         max_tokens: int,
@@ -130,12 +130,17 @@ class DecodingEngine:
             self.joined_while_decoding += len(rows)
         try:
             with self._lock:
-                self.batch.join(self._prefill([row.prompt for row in rows]), rows)
+                parts = self._prefill([row.prompt for row in rows])
         except Exception:
             # One bad prompt must not fail the others: read them one by one.
             for row in rows:
                 try:
                     with self._lock:
-                        self.batch.join(self._prefill([row.prompt]), [row])
+                        ((_, read),) = self._prefill([row.prompt])
+                        self.batch.join(read, [row])
                 except Exception as error:
                     row.future.set_exception(error)
+            return
+        with self._lock:
+            for group, read in parts:  # each group of similar length joins on its own
+                self.batch.join(read, [rows[i] for i in group])
