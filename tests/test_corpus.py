@@ -162,3 +162,55 @@ def test_unjudged_dialogues_are_refused_unless_asked(tmp_path: Path) -> None:
         app, ["corpus", str(run), "--out", str(tmp_path / "c"), "--unjudged", "--no-embeddings"]
     )
     assert allowed.exit_code == 0, allowed.output
+
+
+def test_soft_targets_build_a_distillation_set_that_train_distill_reads(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    run = make_run(tmp_path)
+    eval_file = tmp_path / "eval.json"
+    eval_file.write_text(json.dumps([{"id": "Q1", "question": EVAL_QUESTION}]))
+    out = tmp_path / "corpus"
+    built = runner.invoke(
+        app,
+        [
+            *("corpus", str(run), "--out", str(out), "--eval-questions", str(eval_file)),
+            *("--targets", "soft", "--answer-prefix", "The answer is "),
+        ],
+    )
+    assert built.exit_code == 0, built.output
+    soft = [
+        json.loads(line)
+        for split in ("train", "validation")
+        for line in (out / "culturespa_soft" / f"{split}.jsonl").read_text().splitlines()
+    ]
+    # Both kept questions x both cultures; the evaluation question is kept out here too.
+    assert len(soft) == 4 and all(EVAL_QUESTION not in json.dumps(r) for r in soft)
+    for row in soft:
+        expected = [0.3, 0.7] if row["culture"] == "JPN" else [0.9, 0.1]
+        assert row["target"]["distribution"] == expected and row["target"]["codes"] == [1, 2]
+        assert row["messages"][-1] == {"role": "assistant", "content": "The answer is "}
+    summary = json.loads((out / "corpus_summary.json").read_text())
+    assert summary["removed"]["culturespa_soft evaluation overlap"] == 2
+    assert "CultureSPA targets: soft" in (out / "README.md").read_text()
+
+    # Distillation refuses a set without soft targets, naming what to build instead.
+    wrong = runner.invoke(
+        app,
+        [
+            *("train", str(out / "culturespa_joint"), "--out", str(tmp_path / "w")),
+            *("--base", str(tiny_model_dir), "--method", "distill", "--max-steps", "1"),
+        ],
+    )
+    assert wrong.exit_code == 1 and "corpus.targets: soft" in wrong.output
+    trained = runner.invoke(
+        app,
+        [
+            *("train", str(out / "culturespa_soft"), "--out", str(tmp_path / "s")),
+            *("--base", str(tiny_model_dir), "--method", "distill", "--max-steps", "2"),
+        ],
+    )
+    assert trained.exit_code == 0, trained.output
+    card = json.loads((tmp_path / "s" / "adapter" / "culturesim_adapter.json").read_text())
+    assert card["kind"] == "student distilled from soft targets" and card["steps"] == 2
+    assert card["eval_loss"] is not None and card["eval_loss"] > 0

@@ -16,7 +16,7 @@ from culturesim.evaluation.control import compare_models
 from culturesim.evaluation.metrics import js_distance
 from culturesim.evaluation.survey import Survey, SurveyQuestion, load_survey_dir
 from culturesim.models.transformers_backend import TransformersModel
-from culturesim.records import Answer, Question
+from culturesim.records import Answer, Instance, Question
 from culturesim.scenarios.cultures import load_cultures
 from culturesim.training.survey_teacher import (
     SoftRow,
@@ -232,6 +232,117 @@ def test_an_interrupted_teacher_resumes_to_the_same_adapter(
         torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
 
 
+# --------------------------------------------------------------------------- soft-target student
+
+
+def _probe_records() -> tuple[dict[str, Question], dict[str, Answer], list[Instance]]:
+    """Two generated questions answered culture-aware for three cultures by a teacher (and by a
+    base model, whose answers must not be used); one instance, on the first question only."""
+    kept = Question(
+        topic="trust", text="How much do you trust your neighbours?", options=("a", "b", "c")
+    )
+    other = Question(
+        topic="trust", text="How often do you vote in local elections?", options=("x", "y")
+    )
+    shares = {"USA": (0.6, 0.3, 0.1), "CHN": (0.1, 0.2, 0.7), "DEU": (0.2, 0.6, 0.2)}
+    answers = [
+        Answer(question_id=q.id, culture=c, model=m, distribution=d if q is kept else (0.5, 0.5))
+        for q in (kept, other)
+        for m in ("teacher", "base")
+        for c, d in shares.items()
+    ]
+    answers += [
+        Answer(question_id=q.id, culture="", prompt="unaware", model="teacher", distribution=d)
+        for q, d in ((kept, (0.4, 0.4, 0.2)), (other, (0.5, 0.5)))
+    ]
+    by_id = {a.id: a for a in answers}
+    aware = next(
+        a
+        for a in answers
+        if a.question_id == kept.id and a.culture == "CHN" and a.model == "teacher"
+    )
+    unaware = next(a for a in answers if a.question_id == kept.id and a.prompt == "unaware")
+    instance = Instance(
+        question_id=kept.id,
+        culture="CHN",
+        rule="argmax",
+        aware_answer_id=aware.id,
+        unaware_answer_id=unaware.id,
+    )
+    return {kept.id: kept, other.id: other}, by_id, [instance]
+
+
+def test_soft_rows_carry_every_cultures_distribution_of_a_kept_question() -> None:
+    from culturesim.training.corpus import soft_rows
+
+    questions, answers, instances = _probe_records()
+    prompter = SurveyPrompter(load_cultures())
+    rows, skipped = soft_rows(
+        instances, questions, answers, prompter, answer_prefix="The answer is "
+    )
+    assert not skipped
+    # One instance (CHN) brings in all three cultures of its question, from the teacher only.
+    assert [r.culture for r in rows] == ["CHN", "DEU", "USA"]
+    (kept_id,) = {r.target["question_id"] for r in rows if r.target}
+    assert kept_id == instances[0].question_id
+    by_culture = {r.culture: r for r in rows}
+    assert by_culture["USA"].target == {
+        "question_id": kept_id,
+        "codes": [1, 2, 3],
+        "distribution": [0.6, 0.3, 0.1],
+    }
+    for row in rows:
+        assert answers[row.record_ids[0]].model == "teacher"
+        assert row.messages[0]["content"] == prompter.system_prompt("aware", row.culture)
+        assert row.messages[-1] == {"role": "assistant", "content": "The answer is "}
+
+
+def test_distillation_rows_from_the_corpus_are_the_teachers_rows(tiny_model_dir: Path) -> None:
+    """A soft corpus row, read back for distillation, is token for token and target for target
+    the row the survey teacher trains on for the same prompt and distribution."""
+    from transformers import AutoTokenizer
+
+    from culturesim.training.corpus import Row, to_record
+    from culturesim.training.survey_teacher import rows_from_corpus
+
+    survey = _toy_survey()
+    prompter = SurveyPrompter(load_cultures())
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    expected = build_rows(tokenizer, survey, ["Q1", "Q106"], ["CHN"], prompter, "The answer is ")
+    records = []
+    for qid in ("Q1", "Q106"):
+        question = survey.questions[qid]
+        shares = survey.distribution("CHN", qid)
+        assert shares is not None
+        row = Row(
+            "culturespa_soft",
+            "CHN",
+            "culturespa_soft",
+            ["ans-x", qid],
+            [
+                {"role": "system", "content": prompter.system_prompt("aware", "CHN")},
+                {"role": "user", "content": prompter.user_prompt(question)},
+                {"role": "assistant", "content": "The answer is "},
+            ],
+            target={
+                "question_id": qid,
+                "codes": list(question.codes),
+                "distribution": [float(x) for x in shares],
+            },
+        )
+        records.append(json.loads(json.dumps(to_record(row))))  # as the set stores it
+    got = rows_from_corpus(tokenizer, records)
+    assert [r.input_ids for r in got] == [r.input_ids for r in expected]
+    assert got[1].has_branch  # "10" after "1"
+    for a, b in zip(got, expected, strict=True):
+        assert a.first_ids == b.first_ids and a.second_ids == b.second_ids
+        np.testing.assert_allclose(a.first_probs, b.first_probs, atol=1e-9)
+        np.testing.assert_allclose(a.second_probs, b.second_probs, atol=1e-9)
+        assert a.stop_prob == pytest.approx(b.stop_prob)
+    with pytest.raises(TeacherError, match=r"corpus\.targets: soft"):
+        rows_from_corpus(tokenizer, [{**records[0], "target": None}])
+
+
 # --------------------------------------------------------------------------- comparison
 
 
@@ -397,6 +508,21 @@ def test_the_loop_control_config_runs_with_a_tiny_model(
         row = json.loads(line)
         assert row["messages"][-1]["content"].startswith("The answer is ")
         assert not any(t in row["messages"][1]["content"] for t in texts)
+    # The student is distilled from the soft set: every culture of each kept question.
+    soft = [
+        json.loads(line)
+        for split in ("train", "validation")
+        for line in (out / "corpus" / "culturespa_soft" / f"{split}.jsonl").read_text().splitlines()
+    ]
+    assert soft and {r["culture"] for r in soft} == {"USA", "CHN", "DEU"}
+    for row in soft:
+        assert sum(row["target"]["distribution"]) == pytest.approx(1.0, abs=1e-4)
+        assert not any(t in row["messages"][1]["content"] for t in texts)
+    student = json.loads((out / "train" / "adapter" / "culturesim_adapter.json").read_text())
+    assert student["kind"] == "student distilled from soft targets"
+    assert student["rows"] == len(
+        (out / "corpus" / "culturespa_soft" / "train.jsonl").read_text().splitlines()
+    )
     report = (out / "report" / "index.html").read_text()
     assert "Positive control" in report
 

@@ -44,6 +44,13 @@ def corpus(
         bool | None, typer.Option(help="Use dialogues of runs never judged (not recommended).")
     ] = None,
     embeddings: Annotated[bool | None, typer.Option("--embeddings/--no-embeddings")] = None,
+    targets: Annotated[
+        str | None,
+        typer.Option(help="argmax, or soft: also culturespa_soft for `train --method distill`."),
+    ] = None,
+    answer_prefix: Annotated[
+        str | None, typer.Option(help="Text before the option number in CultureSPA targets.")
+    ] = None,
     prompts_dir: PromptsDirOption = None,
     culture_dir: CultureDirOption = None,
     seed: Annotated[int, typer.Option()] = 0,
@@ -64,6 +71,8 @@ def corpus(
             "eval_questions": str(eval_questions) if eval_questions else None,
             "unjudged": unjudged,
             "embeddings": embeddings,
+            "targets": targets,
+            "answer_prefix": answer_prefix,
         },
     )
     ctx = RunContext(

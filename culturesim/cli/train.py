@@ -1,4 +1,4 @@
-"""`culturesim train SET_DIR`: LoRA SFT or DPO, culture-joint or one adapter per culture."""
+"""`culturesim train SET_DIR`: LoRA SFT, DPO or distillation, culture-joint or per culture."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def train(
     set_dir: Annotated[Path, typer.Argument(help="A corpus set folder, e.g. runs/corpus/clca.")],
     out: Annotated[Path, typer.Option(help="Output folder (checkpoints, adapters, metrics).")],
     base: Annotated[str, typer.Option(help="smollm2 or a local model directory.")] = "smollm2",
-    method: Annotated[str | None, typer.Option(help="sft or dpo.")] = None,
+    method: Annotated[str | None, typer.Option(help="sft, dpo, or distill (soft targets).")] = None,
     preset: Annotated[str | None, typer.Option(help="default, culturespa or clca.")] = None,
     per_culture: Annotated[
         bool | None, typer.Option(help="One adapter per culture (culture-specific) instead of one.")
@@ -31,6 +31,9 @@ def train(
     effective_batch_size: Annotated[int | None, typer.Option()] = None,
     max_length: Annotated[int | None, typer.Option()] = None,
     packing: Annotated[bool | None, typer.Option("--packing/--no-packing")] = None,
+    lora_layers: Annotated[
+        int | None, typer.Option(help="distill: adapt only the top N layers (default 8).")
+    ] = None,
     qlora: Annotated[bool | None, typer.Option(help="4-bit QLoRA (CUDA + bitsandbytes).")] = None,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
@@ -53,6 +56,7 @@ def train(
             "effective_batch_size": effective_batch_size,
             "max_length": max_length,
             "packing": packing,
+            "lora_layers": lora_layers,
             "qlora": qlora,
         },
     )

@@ -156,6 +156,17 @@ def _signal_by_stage(
                 f"validation rows; {overlap} removed as held-out overlap",
             }
         )
+    soft = data.corpus.get("sets", {}).get("culturespa_soft")
+    if soft:
+        overlap = data.corpus.get("removed", {}).get("culturespa_soft evaluation overlap", 0)
+        rows.append(
+            {
+                "stage": "corpus",
+                "what": f"culturespa_soft {soft['train']} train + {soft['validation']} "
+                f"validation rows ({len(soft['by_culture'])} cultures, soft targets); "
+                f"{overlap} removed as held-out overlap",
+            }
+        )
     losses = [r for r in data.training if "loss" in r]
     if losses:
         rows.append(

@@ -67,6 +67,8 @@ class Row:
     prompt: Chat = field(default_factory=list)
     chosen: Chat = field(default_factory=list)
     rejected: Chat = field(default_factory=list)
+    # Soft-target rows (`culturespa_soft`): option codes and the teacher's probabilities.
+    target: dict[str, Any] | None = None
 
     @property
     def id(self) -> str:
@@ -263,6 +265,69 @@ def instance_rows(
     return sft, dpo, skipped
 
 
+def soft_rows(
+    instances: Sequence[Instance],
+    questions: dict[str, Question],
+    answers: dict[str, Answer],
+    prompter: SurveyPrompter,
+    *,
+    answer_prefix: str = "",
+) -> tuple[list[Row], Counter[str]]:
+    """(soft-target rows, skip counts) for distillation.
+
+    For every question with a kept instance, one row per culture that the answering model
+    answered culture-aware (not only the cultures whose answer changed): a student then sees
+    how the cultures differ on the question, not only where one culture departs from the
+    unaware answer. The target is the model's whole aware distribution over the options, so
+    the student learns the spread of answers rather than the argmax, which hard targets
+    sharpen."""
+    from culturesim.evaluation.scoring import answer_distribution
+
+    skipped = Counter[str]()
+    aware_by_question: dict[tuple[str, str], list[Answer]] = {}
+    for answer in answers.values():
+        if answer.prompt == "aware" and answer.culture:
+            aware_by_question.setdefault((answer.question_id, answer.model), []).append(answer)
+    chosen: dict[tuple[str, str], str] = {}  # (answer question id, model) -> question id
+    for instance in instances:
+        source = answers.get(instance.aware_answer_id)
+        if source is None or instance.question_id not in questions:
+            skipped["soft: instance without its answer or question"] += 1
+            continue
+        chosen[(source.question_id, source.model)] = instance.question_id
+    rows = []
+    for key, question_id in sorted(chosen.items(), key=lambda item: item[1]):
+        question = questions[question_id]
+        form = as_survey_question(question)
+        user = prompter.user_prompt(form)
+        for answer in sorted(aware_by_question.get(key, []), key=lambda a: a.culture):
+            distribution = answer_distribution(answer, form)
+            if distribution is None or distribution.sum() <= 0:
+                skipped["soft: an answer without a distribution"] += 1
+                continue
+            distribution = distribution / distribution.sum()
+            messages: Chat = [
+                {"role": "system", "content": prompter.system_prompt("aware", answer.culture)},
+                {"role": "user", "content": user},
+                {"role": "assistant", "content": answer_prefix},
+            ]
+            rows.append(
+                Row(
+                    "culturespa_soft",
+                    answer.culture,
+                    "culturespa_soft",
+                    [answer.id, question.id],
+                    messages,
+                    target={
+                        "question_id": question.id,
+                        "codes": list(form.codes),
+                        "distribution": [round(float(x), 6) for x in distribution],
+                    },
+                )
+            )
+    return rows, skipped
+
+
 # --------------------------------------------------------------------------- cleaning, splitting
 
 
@@ -352,6 +417,8 @@ def to_record(row: Row) -> dict[str, Any]:
         record.update(prompt=row.prompt, chosen=row.chosen, rejected=row.rejected)
     else:
         record["messages"] = row.messages
+    if row.target is not None:
+        record["target"] = row.target
     return record
 
 

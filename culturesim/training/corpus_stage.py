@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -55,6 +55,12 @@ class CorpusSection(StageSection):
         description="text before the option number in CultureSPA and DPO targets ('' as "
         "published; the evaluation's 'The answer is ' makes targets match how models are scored)",
     )
+    targets: Literal["argmax", "soft"] = Field(
+        default="argmax",
+        description="argmax: CultureSPA's option-number targets only; soft: also the set "
+        "culturespa_soft, the answering model's culture-aware distribution for every culture "
+        "of each kept question (train it with method distill)",
+    )
     unjudged: bool = Field(default=False, description="use dialogues never judged (not advised)")
 
 
@@ -91,6 +97,7 @@ def run(section: CorpusSection, ctx: RunContext) -> StageResult:
         intent_view,
         mix,
         remove_near_duplicates,
+        soft_rows,
         split_by_culture,
         write_set,
     )
@@ -121,6 +128,7 @@ def run(section: CorpusSection, ctx: RunContext) -> StageResult:
     intent_rows: list[Row] = []
     spa_rows: list[Row] = []
     dpo_rows: list[Row] = []
+    soft: list[Row] = []
     filters: list[str] = []
     removed: Counter[str] = Counter()
     for run_dir in runs:
@@ -162,6 +170,12 @@ def run(section: CorpusSection, ctx: RunContext) -> StageResult:
         spa_rows += sft
         dpo_rows += dpo
         removed.update(skipped)
+        if section.targets == "soft":
+            distilled, skipped = soft_rows(
+                kept_instances, questions, answers, prompter, answer_prefix=section.answer_prefix
+            )
+            soft += distilled
+            removed.update(skipped)
         filters.append(
             f"{run_dir}: dialogues by judge decisions"
             + (" (unjudged allowed)" if section.unjudged else "")
@@ -174,6 +188,7 @@ def run(section: CorpusSection, ctx: RunContext) -> StageResult:
         "clca_intent": intent_rows,
         "culturespa": spa_rows,
         "dpo": dpo_rows,
+        "culturespa_soft": soft,
     }
     for name, rows in families.items():
         # A row that carries a template placeholder ("<one sentence>") is refused outright.
@@ -204,7 +219,9 @@ def run(section: CorpusSection, ctx: RunContext) -> StageResult:
         "culturespa_joint": families["culturespa"],
         "dpo": families["dpo"],
     }
-    for code in sorted({r.culture for r in families["culturespa"]}):
+    if section.targets == "soft":
+        sets["culturespa_soft"] = families["culturespa_soft"]
+    for code in sorted({r.culture for r in families["culturespa"]}):  # argmax, per culture
         sets[f"culturespa_{code}"] = [r for r in families["culturespa"] if r.culture == code]
     out = ctx.layout.corpus
     out.mkdir(parents=True, exist_ok=True)
@@ -248,7 +265,9 @@ def dataset_card(section: CorpusSection, runs: list[Path], summary: dict[str, An
         "",
         "Built by `culturesim corpus` from: " + ", ".join(str(r) for r in runs) + ".",
         "Format: TRL chat format (`messages`; DPO: `prompt`, `chosen`, `rejected`), each row with",
-        "`culture`, `source` and `lineage` (the record ids it came from).",
+        "`culture`, `source` and `lineage` (the record ids it came from). `culturespa_soft` rows",
+        "end with the answer prefill and carry `target`: the option codes and the answering",
+        "model's culture-aware probabilities (for `train.method: distill`).",
         "",
         "| set | train | validation | rows per culture | rows per source |",
         "| --- | ---: | ---: | --- | --- |",
@@ -265,6 +284,8 @@ def dataset_card(section: CorpusSection, runs: list[Path], summary: dict[str, An
         f"{'' if section.embeddings else ', embeddings off'})",
         f"- evaluation overlap removed: {summary['kept_out']}",
         f"- validation: {section.validation:.0%} per culture",
+        f"- CultureSPA targets: {section.targets}"
+        + (" (argmax sets, plus culturespa_soft)" if section.targets == "soft" else ""),
         "",
         "## Removed",
         "",

@@ -91,6 +91,36 @@ def label_tree_targets(
     return first, branch, second, stop
 
 
+def soft_row(
+    tokenizer: Any,
+    culture: str,
+    question_id: str,
+    chat: Chat,
+    labels: Sequence[Sequence[int]],
+    shares: Sequence[float],
+) -> SoftRow:
+    """One row: `chat` encoded as scoring encodes it (a last assistant message is the answer
+    prefill), and the label tree's targets from `shares` over the label token ids."""
+    from culturesim.models.transformers_backend import encode_prompt_with
+
+    try:
+        first, branch, second, stop = label_tree_targets(labels, list(shares))
+    except TeacherError as error:
+        raise TeacherError(f"question {question_id}: {error}") from error
+    ids = encode_prompt_with(tokenizer, chat)
+    return SoftRow(
+        culture=culture,
+        question_id=question_id,
+        input_ids=tuple(ids + ([branch] if branch is not None else [])),
+        first_ids=tuple(first),
+        first_probs=tuple(first.values()),
+        branch_weight=first[branch] if branch is not None else 0.0,
+        second_ids=tuple(second),
+        second_probs=tuple(second.values()),
+        stop_prob=stop,
+    )
+
+
 def build_rows(
     tokenizer: Any,
     survey: Survey,
@@ -100,7 +130,7 @@ def build_rows(
     answer_prefix: str,
 ) -> list[SoftRow]:
     """A row for every (culture, question) the survey has shares for."""
-    from culturesim.models.transformers_backend import encode_candidate_with, encode_prompt_with
+    from culturesim.models.transformers_backend import encode_candidate_with
 
     rows = []
     label_cache: dict[str, list[list[int]]] = {}
@@ -121,24 +151,39 @@ def build_rows(
             labels = label_cache.setdefault(
                 qid, [encode_candidate_with(tokenizer, str(c)) for c in question.codes]
             )
-            try:
-                first, branch, second, stop = label_tree_targets(labels, list(shares))
-            except TeacherError as error:
-                raise TeacherError(f"question {qid}: {error}") from error
-            ids = encode_prompt_with(tokenizer, chat)
-            rows.append(
-                SoftRow(
-                    culture=culture,
-                    question_id=qid,
-                    input_ids=tuple(ids + ([branch] if branch is not None else [])),
-                    first_ids=tuple(first),
-                    first_probs=tuple(first.values()),
-                    branch_weight=first[branch] if branch is not None else 0.0,
-                    second_ids=tuple(second),
-                    second_probs=tuple(second.values()),
-                    stop_prob=stop,
-                )
+            rows.append(soft_row(tokenizer, culture, qid, chat, labels, list(shares)))
+    return rows
+
+
+def rows_from_corpus(tokenizer: Any, records: Sequence[dict[str, Any]]) -> list[SoftRow]:
+    """Rows of a soft-target corpus set (`culturespa_soft`): each record's `messages` (system,
+    user and the answer prefill) and its `target` (option codes and their probabilities)."""
+    from culturesim.models.transformers_backend import encode_candidate_with
+
+    rows = []
+    for record in records:
+        target = record.get("target")
+        if not target or not target.get("codes"):
+            raise TeacherError(
+                f"corpus row {record.get('id', '?')} has no soft target; distillation trains "
+                "on a set built with `corpus.targets: soft` (culturespa_soft)"
             )
+        labels = [encode_candidate_with(tokenizer, str(c)) for c in target["codes"]]
+        chat: Chat = [
+            {"role": m["role"], "content": m["content"]}
+            for m in record["messages"]
+            if m["role"] != "assistant" or m["content"]
+        ]
+        rows.append(
+            soft_row(
+                tokenizer,
+                str(record["culture"]),
+                str(target.get("question_id", "")),
+                chat,
+                labels,
+                [float(x) for x in target["distribution"]],
+            )
+        )
     return rows
 
 
@@ -195,6 +240,7 @@ class TeacherResult:
     seconds: float
     tokens_per_second: float
     losses: list[float] = field(default_factory=list)
+    eval_loss: float | None = None
 
 
 def _batches(rows: Sequence[SoftRow], config: TeacherConfig) -> list[list[SoftRow]]:
@@ -222,6 +268,24 @@ def _left_pad(rows: Sequence[SoftRow], pad_id: int) -> tuple[Any, Any, Any]:
     return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
 
 
+def _mean_loss(model: Any, rows: Sequence[SoftRow], pad_id: int, batch_size: int) -> float:
+    """The soft-label loss over `rows` without gradients, weighted by batch size."""
+    import torch
+
+    model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, len(rows), batch_size):
+            batch = rows[start : start + batch_size]
+            ids, mask, positions = _left_pad(batch, pad_id)
+            logits = model(
+                input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=2
+            ).logits
+            total += float(soft_label_loss(logits, batch)) * len(batch)
+    model.train()
+    return total / len(rows)
+
+
 def _linear_module_names(model: Any) -> list[str]:
     """The linear layers inside the decoder blocks (PEFT wants names, not "all-linear", when
     only some layers are adapted)."""
@@ -242,11 +306,16 @@ def train_teacher(
     config: TeacherConfig,
     *,
     lineage: dict[str, Any] | None = None,
+    validation: Sequence[SoftRow] = (),
+    name: str = "teacher",
+    kind: str = "survey teacher (soft targets from answer shares)",
     show_progress: bool = True,
     console: Any = None,
 ) -> TeacherResult:
     """Fit the adapter; checkpoints every `save_steps` under `out/checkpoint`, and a rerun
-    continues from the last one on the same schedule."""
+    continues from the last one on the same schedule. The same fit distils a student from a
+    teacher's answer distributions (`name` and `kind` label its progress and adapter); with
+    `validation` rows, their mean loss after training is `eval_loss`."""
     import torch
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
     from peft.utils import get_peft_model_state_dict
@@ -260,7 +329,7 @@ def train_teacher(
     from transformers import AutoModelForCausalLM, AutoTokenizer, get_cosine_schedule_with_warmup
 
     if not rows:
-        raise TeacherError("no (culture, question) pair has survey shares to learn from")
+        raise TeacherError(f"{name}: no (culture, question) row to learn from")
     torch.manual_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -298,7 +367,7 @@ def train_teacher(
     started = time.perf_counter()
     tokens = 0
     progress = Progress(
-        TextColumn("teacher"),
+        TextColumn(name),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[info]}"),
@@ -308,7 +377,7 @@ def train_teacher(
         console=console,
     )
     with progress:
-        task = progress.add_task("teacher", total=len(batches), completed=step, info="")
+        task = progress.add_task(name, total=len(batches), completed=step, info="")
         while step < len(batches):
             batch = batches[step]
             ids, mask, positions = _left_pad(batch, pad_id)
@@ -345,6 +414,7 @@ def train_teacher(
                     checkpoint.rmdir()
                 staging.rename(checkpoint)
     seconds = time.perf_counter() - started
+    eval_loss = _mean_loss(model, validation, pad_id, config.batch_size) if validation else None
     adapter_dir = out / "adapter"
     model.save_pretrained(str(adapter_dir))
     tokenizer.save_pretrained(str(adapter_dir))
@@ -358,17 +428,19 @@ def train_teacher(
         seconds=seconds,
         tokens_per_second=tokens / max(seconds, 1e-9),
         losses=losses,
+        eval_loss=eval_loss,
     )
     (adapter_dir / "culturesim_adapter.json").write_text(
         json.dumps(
             {
                 **(lineage or {}),
-                "kind": "survey teacher (soft targets from answer shares)",
+                "kind": kind,
                 "rows": len(rows),
                 "steps": step,
                 "config": config.__dict__,
                 "first_loss": result.first_loss,
                 "last_loss": result.last_loss,
+                "eval_loss": eval_loss,
             },
             indent=2,
         )

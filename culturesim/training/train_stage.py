@@ -1,4 +1,9 @@
-"""The train stage: LoRA SFT or DPO on a corpus set, culture-joint or one adapter per culture.
+"""The train stage: LoRA SFT, DPO or distillation on a corpus set, culture-joint or one
+adapter per culture.
+
+`distill` fits the soft targets of a `culturespa_soft` set (a teacher's answer distributions)
+with the survey teacher's loss: the expected NLL of an answer drawn from the distribution,
+on exactly the tokens that survey scoring reads.
 
 `TrainSection` is the stage's only schema for `culturesim train` and the run config's `train:`.
 Unset hyper-parameters come from the preset (`training/presets.py`), which is where their
@@ -20,7 +25,9 @@ class TrainSection(StageSection):
     """Which corpus set, which method and preset, and the overrides of the preset's values."""
 
     set: str = Field(default="clca", description="the corpus set to train on (a folder name)")
-    method: Literal["sft", "dpo"] = "sft"
+    method: Literal["sft", "dpo", "distill"] = Field(
+        default="sft", description="distill: soft targets of culturespa_soft (corpus.targets: soft)"
+    )
     preset: Literal["default", "culturespa", "clca"] = "default"
     per_culture: bool = Field(default=False, description="one adapter per culture")
     max_steps: int | None = Field(default=None, ge=1, description="stop after N steps")
@@ -31,6 +38,9 @@ class TrainSection(StageSection):
     effective_batch_size: int | None = Field(default=None, ge=1)
     max_length: int | None = Field(default=None, ge=16)
     packing: bool | None = None
+    lora_layers: int | None = Field(
+        default=None, ge=1, description="distill: adapt only the top N layers (default 8)"
+    )
     qlora: bool = Field(default=False, description="4-bit QLoRA (CUDA + bitsandbytes)")
 
 
@@ -45,6 +55,8 @@ def run(section: TrainSection, ctx: RunContext) -> StageResult:
             f"train: the corpus set {section.set!r} has no training rows ({set_dir}); "
             "check the judge's yield in the corpus card, or train on another set"
         )
+    if section.method == "distill":
+        return _distill(section, ctx, set_dir, rows)
     config = make_config(
         section.preset,
         method=section.method,
@@ -84,6 +96,72 @@ def run(section: TrainSection, ctx: RunContext) -> StageResult:
     return StageResult(
         counts={
             "rows": rows,
+            "steps": losses[-1]["step"] if losses else 0,
+            "first_loss": losses[0]["loss"] if losses else None,
+            "last_loss": losses[-1]["loss"] if losses else None,
+            "adapters": adapters,
+        },
+        written=tuple(Path(str(a["adapter"])) for a in adapters.values()),
+    )
+
+
+def _distill(section: TrainSection, ctx: RunContext, set_dir: Path, rows: int) -> StageResult:
+    """One adapter (or one per culture) fitted to the set's soft targets."""
+    from transformers import AutoTokenizer
+
+    from culturesim.training.survey_teacher import (
+        TeacherConfig,
+        TeacherError,
+        rows_from_corpus,
+        train_teacher,
+    )
+    from culturesim.training.trainer import cultures_in, load_rows, resolve_base
+
+    base_dir = resolve_base(ctx.roles.base)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    config = TeacherConfig(
+        epochs=section.epochs or 3.0,
+        max_steps=section.max_steps,
+        learning_rate=section.learning_rate or 1e-3,
+        batch_size=section.effective_batch_size or section.batch_size or 8,
+        lora_r=section.lora_r or 16,
+        lora_layers=section.lora_layers or 8,
+        seed=ctx.seed,
+    )
+    cultures: list[str | None] = list(cultures_in(set_dir)) if section.per_culture else [None]
+    adapters = {}
+    for culture in cultures:
+        target = ctx.layout.train / culture if culture else ctx.layout.train
+        try:
+            train_rows = rows_from_corpus(tokenizer, load_rows(set_dir, "train", culture))
+            validation = rows_from_corpus(tokenizer, load_rows(set_dir, "validation", culture))
+            result = train_teacher(
+                base_dir,
+                train_rows,
+                target,
+                config,
+                lineage={"base": ctx.roles.base, "corpus": str(set_dir), "culture": culture},
+                validation=validation,
+                name="student (distill)",
+                kind="student distilled from soft targets",
+                show_progress=ctx.show_progress,
+                console=ctx.console,
+            )
+        except TeacherError as error:
+            raise StageFailed(f"train: set {section.set!r}: {error}") from error
+        adapters[culture or "all"] = {
+            "adapter": str(result.adapter),
+            "steps": result.steps,
+            "train_loss": round(result.last_loss, 4),
+            "eval_loss": None if result.eval_loss is None else round(result.eval_loss, 4),
+            "tokens_per_second": round(result.tokens_per_second),
+            "seconds": round(result.seconds),
+        }
+    losses = [row for row in read_jsonl(ctx.layout.train / "metrics.jsonl") if "loss" in row]
+    return StageResult(
+        counts={
+            "rows": rows,
+            "method": "distill",
             "steps": losses[-1]["step"] if losses else 0,
             "first_loss": losses[0]["loss"] if losses else None,
             "last_loss": losses[-1]["loss"] if losses else None,
