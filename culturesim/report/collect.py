@@ -146,27 +146,23 @@ def _signal_by_stage(
     judged = (stages.get("judge", {}).get("counts") or {}).get("probe", {}).get("instances")
     if judged:
         rows.append({"stage": "judge", "what": f"instances {judged}"})
-    joint = data.corpus.get("sets", {}).get("culturespa_joint")
-    if joint:
-        overlap = data.corpus.get("removed", {}).get("culturespa evaluation overlap", 0)
-        rows.append(
-            {
-                "stage": "corpus",
-                "what": f"culturespa_joint {joint['train']} train + {joint['validation']} "
-                f"validation rows; {overlap} removed as held-out overlap",
-            }
-        )
-    soft = data.corpus.get("sets", {}).get("culturespa_soft")
-    if soft:
-        overlap = data.corpus.get("removed", {}).get("culturespa_soft evaluation overlap", 0)
-        rows.append(
-            {
-                "stage": "corpus",
-                "what": f"culturespa_soft {soft['train']} train + {soft['validation']} "
-                f"validation rows ({len(soft['by_culture'])} cultures, soft targets); "
-                f"{overlap} removed as held-out overlap",
-            }
-        )
+    sets = data.corpus.get("sets", {})
+    removed = data.corpus.get("removed", {})
+    for name, family, note in (
+        ("culturespa_joint", "culturespa", ""),
+        ("culturespa_soft", "culturespa_soft", " ({} cultures, soft targets)"),
+    ):
+        counts = sets.get(name)
+        if counts:
+            rows.append(
+                {
+                    "stage": "corpus",
+                    "what": f"{name} {counts['train']} train + {counts['validation']} "
+                    f"validation rows{note.format(len(counts['by_culture']))}; "
+                    f"{removed.get(f'{family} evaluation overlap', 0)} removed as held-out "
+                    "overlap",
+                }
+            )
     losses = [r for r in data.training if "loss" in r]
     if losses:
         rows.append(

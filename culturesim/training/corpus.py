@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from culturesim.evaluation.administer import SurveyPrompter
+from culturesim.evaluation.survey import SurveyQuestion
 from culturesim.models.base import Chat
 from culturesim.models.embeddings import (
     CORPUS_DEDUP_THRESHOLD,
@@ -207,6 +208,14 @@ def mix(dialogue_rows: list[Row], intent_rows: list[Row], ratio: tuple[int, int]
 # --------------------------------------------------------------------------- CultureSPA sets
 
 
+def _aware_prompt(prompter: SurveyPrompter, culture: str, form: SurveyQuestion) -> Chat:
+    """The culture-aware survey prompt that CultureSPA rows train on."""
+    return [
+        {"role": "system", "content": prompter.system_prompt("aware", culture)},
+        {"role": "user", "content": prompter.user_prompt(form)},
+    ]
+
+
 def instance_rows(
     instances: Sequence[Instance],
     questions: dict[str, Question],
@@ -234,10 +243,7 @@ def instance_rows(
         unaware = instance.unaware_distribution or answers[instance.unaware_answer_id].distribution
         best_aware = int(np.argmax(aware)) + form.first_code
         best_unaware = int(np.argmax(unaware)) + form.first_code
-        prompt: Chat = [
-            {"role": "system", "content": prompter.system_prompt("aware", instance.culture)},
-            {"role": "user", "content": prompter.user_prompt(form)},
-        ]
+        prompt = _aware_prompt(prompter, instance.culture, form)
         ids = [instance.id, question.id, instance.aware_answer_id, instance.unaware_answer_id]
         sft.append(
             Row(
@@ -299,7 +305,6 @@ def soft_rows(
     for key, question_id in sorted(chosen.items(), key=lambda item: item[1]):
         question = questions[question_id]
         form = as_survey_question(question)
-        user = prompter.user_prompt(form)
         for answer in sorted(aware_by_question.get(key, []), key=lambda a: a.culture):
             distribution = answer_distribution(answer, form)
             if distribution is None or distribution.sum() <= 0:
@@ -307,8 +312,7 @@ def soft_rows(
                 continue
             distribution = distribution / distribution.sum()
             messages: Chat = [
-                {"role": "system", "content": prompter.system_prompt("aware", answer.culture)},
-                {"role": "user", "content": user},
+                *_aware_prompt(prompter, answer.culture, form),
                 {"role": "assistant", "content": answer_prefix},
             ]
             rows.append(

@@ -161,6 +161,7 @@ def rows_from_corpus(tokenizer: Any, records: Sequence[dict[str, Any]]) -> list[
     from culturesim.models.transformers_backend import encode_candidate_with
 
     rows = []
+    label_cache: dict[tuple[str, ...], list[list[int]]] = {}
     for record in records:
         target = record.get("target")
         if not target or not target.get("codes"):
@@ -168,7 +169,8 @@ def rows_from_corpus(tokenizer: Any, records: Sequence[dict[str, Any]]) -> list[
                 f"corpus row {record.get('id', '?')} has no soft target; distillation trains "
                 "on a set built with `corpus.targets: soft` (culturespa_soft)"
             )
-        labels = [encode_candidate_with(tokenizer, str(c)) for c in target["codes"]]
+        codes = tuple(str(c) for c in target["codes"])
+        labels = label_cache.setdefault(codes, [encode_candidate_with(tokenizer, c) for c in codes])
         chat: Chat = [
             {"role": m["role"], "content": m["content"]}
             for m in record["messages"]

@@ -12,8 +12,9 @@ defaults are written.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -45,8 +46,7 @@ class TrainSection(StageSection):
 
 
 def run(section: TrainSection, ctx: RunContext) -> StageResult:
-    from culturesim.training.presets import make_config
-    from culturesim.training.trainer import cultures_in, train_adapter
+    from culturesim.training.trainer import cultures_in
 
     set_dir = ctx.layout.corpus / section.set
     rows = len(read_jsonl(set_dir / "train.jsonl"))
@@ -55,8 +55,47 @@ def run(section: TrainSection, ctx: RunContext) -> StageResult:
             f"train: the corpus set {section.set!r} has no training rows ({set_dir}); "
             "check the judge's yield in the corpus card, or train on another set"
         )
-    if section.method == "distill":
-        return _distill(section, ctx, set_dir, rows)
+    fit = (_distiller if section.method == "distill" else _fine_tuner)(section, ctx, set_dir)
+    out = ctx.layout.train
+    cultures: list[str | None] = list(cultures_in(set_dir)) if section.per_culture else [None]
+    adapters = {
+        culture or "all": fit(culture, out / culture if culture else out) for culture in cultures
+    }
+    losses = [row for row in read_jsonl(out / "metrics.jsonl") if "loss" in row]
+    return StageResult(
+        counts={
+            "rows": rows,
+            "steps": losses[-1]["step"] if losses else 0,
+            "first_loss": losses[0]["loss"] if losses else None,
+            "last_loss": losses[-1]["loss"] if losses else None,
+            "adapters": adapters,
+        },
+        written=tuple(Path(str(a["adapter"])) for a in adapters.values()),
+    )
+
+
+AdapterFit = Callable[[str | None, Path], dict[str, Any]]
+
+
+def _summary(
+    adapter: Path, steps: int, loss: float, eval_loss: float | None, rate: float, seconds: float
+) -> dict[str, Any]:
+    """What the stage reports of one trained adapter."""
+    return {
+        "adapter": str(adapter),
+        "steps": steps,
+        "train_loss": round(loss, 4),
+        "eval_loss": None if eval_loss is None else round(eval_loss, 4),
+        "tokens_per_second": round(rate),
+        "seconds": round(seconds),
+    }
+
+
+def _fine_tuner(section: TrainSection, ctx: RunContext, set_dir: Path) -> AdapterFit:
+    """LoRA SFT or DPO through TRL, one adapter per call (a culture's rows, or all)."""
+    from culturesim.training.presets import make_config
+    from culturesim.training.trainer import train_adapter
+
     config = make_config(
         section.preset,
         method=section.method,
@@ -71,11 +110,8 @@ def run(section: TrainSection, ctx: RunContext) -> StageResult:
         qlora=section.qlora,
         seed=ctx.seed,
     )
-    out = ctx.layout.train
-    cultures: list[str | None] = list(cultures_in(set_dir)) if section.per_culture else [None]
-    adapters = {}
-    for culture in cultures:
-        target = out / culture if culture else out
+
+    def fit(culture: str | None, target: Path) -> dict[str, Any]:
         result = train_adapter(
             ctx.roles.base,
             set_dir,
@@ -84,29 +120,20 @@ def run(section: TrainSection, ctx: RunContext) -> StageResult:
             culture=culture,
             show_progress=ctx.show_progress,
         )
-        adapters[culture or "all"] = {
-            "adapter": str(result.adapter),
-            "steps": result.steps,
-            "train_loss": round(result.train_loss, 4),
-            "eval_loss": None if result.eval_loss is None else round(result.eval_loss, 4),
-            "tokens_per_second": round(result.tokens_per_second),
-            "seconds": round(result.seconds),
-        }
-    losses = [row for row in read_jsonl(out / "metrics.jsonl") if "loss" in row]
-    return StageResult(
-        counts={
-            "rows": rows,
-            "steps": losses[-1]["step"] if losses else 0,
-            "first_loss": losses[0]["loss"] if losses else None,
-            "last_loss": losses[-1]["loss"] if losses else None,
-            "adapters": adapters,
-        },
-        written=tuple(Path(str(a["adapter"])) for a in adapters.values()),
-    )
+        return _summary(
+            result.adapter,
+            result.steps,
+            result.train_loss,
+            result.eval_loss,
+            result.tokens_per_second,
+            result.seconds,
+        )
+
+    return fit
 
 
-def _distill(section: TrainSection, ctx: RunContext, set_dir: Path, rows: int) -> StageResult:
-    """One adapter (or one per culture) fitted to the set's soft targets."""
+def _distiller(section: TrainSection, ctx: RunContext, set_dir: Path) -> AdapterFit:
+    """The set's soft targets fitted with the survey teacher's loss, one adapter per call."""
     from transformers import AutoTokenizer
 
     from culturesim.training.survey_teacher import (
@@ -115,7 +142,7 @@ def _distill(section: TrainSection, ctx: RunContext, set_dir: Path, rows: int) -
         rows_from_corpus,
         train_teacher,
     )
-    from culturesim.training.trainer import cultures_in, load_rows, resolve_base
+    from culturesim.training.trainer import load_rows, resolve_base
 
     base_dir = resolve_base(ctx.roles.base)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
@@ -128,10 +155,8 @@ def _distill(section: TrainSection, ctx: RunContext, set_dir: Path, rows: int) -
         lora_layers=section.lora_layers or 8,
         seed=ctx.seed,
     )
-    cultures: list[str | None] = list(cultures_in(set_dir)) if section.per_culture else [None]
-    adapters = {}
-    for culture in cultures:
-        target = ctx.layout.train / culture if culture else ctx.layout.train
+
+    def fit(culture: str | None, target: Path) -> dict[str, Any]:
         try:
             train_rows = rows_from_corpus(tokenizer, load_rows(set_dir, "train", culture))
             validation = rows_from_corpus(tokenizer, load_rows(set_dir, "validation", culture))
@@ -149,23 +174,13 @@ def _distill(section: TrainSection, ctx: RunContext, set_dir: Path, rows: int) -
             )
         except TeacherError as error:
             raise StageFailed(f"train: set {section.set!r}: {error}") from error
-        adapters[culture or "all"] = {
-            "adapter": str(result.adapter),
-            "steps": result.steps,
-            "train_loss": round(result.last_loss, 4),
-            "eval_loss": None if result.eval_loss is None else round(result.eval_loss, 4),
-            "tokens_per_second": round(result.tokens_per_second),
-            "seconds": round(result.seconds),
-        }
-    losses = [row for row in read_jsonl(ctx.layout.train / "metrics.jsonl") if "loss" in row]
-    return StageResult(
-        counts={
-            "rows": rows,
-            "method": "distill",
-            "steps": losses[-1]["step"] if losses else 0,
-            "first_loss": losses[0]["loss"] if losses else None,
-            "last_loss": losses[-1]["loss"] if losses else None,
-            "adapters": adapters,
-        },
-        written=tuple(Path(str(a["adapter"])) for a in adapters.values()),
-    )
+        return _summary(
+            result.adapter,
+            result.steps,
+            result.last_loss,
+            result.eval_loss,
+            result.tokens_per_second,
+            result.seconds,
+        )
+
+    return fit
