@@ -1,6 +1,7 @@
 """Simulation throughput: culturesim against plain autogen and against raw batched generation.
 
     .venv/bin/python benchmarks/simulation.py [--model smollm2] [--dialogues 16] [--turns 6]
+        [--baseline-dialogues N]
 
 One process, one run, the same dialogues (two-party built-in scenarios, the first N episodes
 over two cultures, intents on, 40 new tokens a turn, temperature 0.7, top-p 0.7). Every
@@ -110,9 +111,16 @@ class CountingModel:
 
 
 def episodes_for(count: int) -> list[Episode]:
+    """The first `count` two-party episodes over JPN and MEX, then over NGA and DEU if needed
+    (the first ones stay the same whatever `count` is, so runs of different sizes compare)."""
     library = ScenarioLibrary()
     two_party = [t for t in library.select("all") if len(t.roles) == 2]
-    episodes = build_episodes(library, two_party, culture_groups("JPN,MEX", load_cultures()))
+    episodes: list[Episode] = []
+    for cultures in ("JPN,MEX", "NGA,DEU"):
+        if len(episodes) < count:
+            episodes += build_episodes(
+                library, two_party, culture_groups(cultures, load_cultures())
+            )
     if len(episodes) < count:
         raise SystemExit(f"only {len(episodes)} two-party episodes; ask for fewer dialogues")
     return episodes[:count]
@@ -207,7 +215,7 @@ def plain_generate(messages: list[dict[str, str]], new_tokens: int, *, sample: b
     tokenizer, network, tally = PlainClient.tokenizer, PlainClient.network, PlainClient.tally
     assert tally is not None
     ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
-    ids = ids["input_ids"] if not isinstance(ids, torch.Tensor) else ids
+    ids = (ids["input_ids"] if not isinstance(ids, torch.Tensor) else ids).to(network.device)
     settings: dict[str, Any] = {
         "max_new_tokens": new_tokens,
         "pad_token_id": tokenizer.eos_token_id,
@@ -237,7 +245,11 @@ class _Silent(IOStream):
 
 
 def run_autogen(model: TransformersModel, episodes: list[Episode], shape: Shape) -> Tally:
-    """Each dialogue runs as many turns, and annotates as many intents, as it did in (a)."""
+    """Each dialogue runs as many turns, and annotates as many intents, as it did in (a).
+
+    With `--baseline-dialogues N` only the first N run; since (b) runs one call at a time, its
+    seconds for all of them are its seconds for N times their share of (a)'s turns and intents.
+    """
     tally = Tally()
     PlainClient.network, PlainClient.tokenizer, PlainClient.tally = (
         model.model,
@@ -302,6 +314,7 @@ def run_raw(model: TransformersModel, like: Tally, batch: int) -> Tally:
     for start in range(0, requests, batch):
         rows = min(batch, requests - start)
         ids = torch.randint(100, vocabulary, (rows, prompt_length), generator=generator)
+        ids = ids.to(model.device)
         with torch.inference_mode():
             output = model.model.generate(
                 ids,
@@ -324,6 +337,13 @@ def main() -> None:
     parser.add_argument("--dialogues", type=int, default=16)
     parser.add_argument("--turns", type=int, default=6)
     parser.add_argument(
+        "--baseline-dialogues",
+        type=int,
+        default=None,
+        help="run (b) on the first N dialogues only and scale its seconds by the work left out "
+        "(b is sequential, so its time is proportional to its calls); default: all",
+    )
+    parser.add_argument(
         "--early-stops", action="store_true", help="keep the protocol's leave and repetition stops"
     )
     args = parser.parse_args()
@@ -341,7 +361,22 @@ def main() -> None:
     model.generate(["warm up"], GenerationParams(max_new_tokens=4))
     ours, shape = run_culturesim(model, episodes, args.turns, early_stops=args.early_stops)
     print(ours.line("(a) culturesim"), flush=True)
-    peers = run_autogen(model, episodes, shape)
+    sample = episodes[: args.baseline_dialogues] if args.baseline_dialogues else episodes
+    peers = run_autogen(model, sample, shape)
+    if len(sample) < len(episodes):
+        # Scale by calls: every turn and every intent is one sequential generate call in (b).
+        calls_all = sum(turns + intents for turns, intents in shape.values())
+        calls_run = sum(sum(shape[e.id]) for e in sample)
+        factor = calls_all / max(1, calls_run)
+        print(
+            f"(b) ran {len(sample)} of {len(episodes)} dialogues ({calls_run} of {calls_all} "
+            f"calls); its seconds below are scaled by {factor:.2f}",
+            flush=True,
+        )
+        peers.seconds *= factor
+        peers.prompt_tokens = round(peers.prompt_tokens * factor)
+        peers.generated_tokens = round(peers.generated_tokens * factor)
+        peers.dialogues = len(episodes)
     print(peers.line("(b) autogen, sequential"), flush=True)
     ceiling = run_raw(model, ours, batch=min(16, len(episodes)))
     print(ceiling.line("(c) raw batched generate"), flush=True)

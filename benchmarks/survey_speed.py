@@ -1,9 +1,11 @@
 """Survey scoring speed: culturesim's evaluator against a naive scorer, on the same prompts.
 
     .venv/bin/python benchmarks/survey_speed.py [--survey-dir ../shared/data/wvs] [--questions N]
+        [--model smollm2|MODEL_DIR]
 
 Both answer every WVS question culture-unaware and culture-aware for three cultures (259 x 4
-prompts by default) on SmolLM2-135M, with the same chat prompts and the same answer prefill.
+prompts by default) on SmolLM2-135M (or `--model`), with the same chat prompts and the same
+answer prefill.
 
 - culturesim: `run_items`, as `culturesim evaluate wvs` runs it.
 - naive: written here as a peer would write it: the prompts in their order, padded batches of 32,
@@ -50,7 +52,7 @@ def naive_scores(
         return list(tokenizer(str(text), add_special_tokens=False)["input_ids"])
 
     def last_logprobs(rows: list[list[int]]) -> torch.Tensor:
-        encoded = tokenizer.pad({"input_ids": rows}, return_tensors="pt")
+        encoded = tokenizer.pad({"input_ids": rows}, return_tensors="pt").to(network.device)
         with torch.inference_mode():
             logits = network(**encoded).logits[:, -1, :]
         return torch.log_softmax(logits.float(), dim=-1)
@@ -90,6 +92,7 @@ def main() -> None:
         type=Path,
         default=Path(__file__).resolve().parents[2] / "shared" / "data" / "wvs",
     )
+    parser.add_argument("--model", default="smollm2", help="smollm2 or a local model directory")
     parser.add_argument("--questions", type=int, default=None, help="first N (default: all)")
     parser.add_argument("--cultures", default="USA,CHN,DEU")
     parser.add_argument("--batch-size", type=int, default=32, help="the naive scorer's batch")
@@ -99,7 +102,7 @@ def main() -> None:
     questions = list(survey.questions.values())[: args.questions]
     cultures = args.cultures.split(",")
     items = SurveyPrompter(load_cultures()).items(questions, ["unaware", "aware"], cultures)
-    model = build_model("smollm2")
+    model = build_model(args.model)
     assert isinstance(model, TransformersModel)
     torch.manual_seed(0)
     run_items(model, items[:4], show_progress=False)  # warm-up, both paths

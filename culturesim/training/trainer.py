@@ -78,6 +78,7 @@ class TrainResult:
     tokens_per_second: float
     seconds: float
     peak_memory_gb: float | None
+    train_seconds: float = 0.0  # the optimisation loop alone (no loading, tokenising or eval)
 
 
 def _callback(metrics_path: Path, tokens_per_step: float, show_progress: bool) -> Any:
@@ -317,4 +318,5 @@ def train_adapter(
         tokens_per_second=output.global_step * tokens_per_step / max(seconds, 1e-9),
         seconds=seconds,
         peak_memory_gb=torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+        train_seconds=float(output.metrics.get("train_runtime", seconds)),
     )
