@@ -93,3 +93,26 @@ def test_probe_generates_answers_and_detects_instances_with_smollm2(tmp_path: Pa
     assert len(store.read(Answer)) == len(answers), "a resumed probe answers nothing twice"
     assert len(store.read(Instance)) == len(instances)
     assert len(store.read_json("generation_log")) == len(log), "no new generation was needed"
+
+
+def test_smollm2_writes_ten_point_scale_questions_with_anchors(
+    smollm2: object, tmp_path: Path
+) -> None:
+    """A scale request on the real model: a kept question has options 1..10 and the anchors
+    the model wrote after it, in the form the survey prompt shows them."""
+    from culturesim.prober.question_gen import QuestionGenerator
+    from culturesim.prober.topics import BUILTIN_TOPICS, load_topics, select_topics
+
+    topic = select_topics(load_topics(BUILTIN_TOPICS), "economic")[0]
+    store = RunStore.open(tmp_path)
+    generator = QuestionGenerator(smollm2, store, scales=(10,), seed=0)  # type: ignore[arg-type]
+    stats = generator.run(
+        [topic], {topic.name: topic.seed_records()}, per_topic=2, max_rounds=3, show_progress=False
+    )[topic.name]
+    kept = store.read(Question)
+    assert stats.kept == len(kept) >= 1, stats.rejected
+    for question in kept:
+        assert question.options == tuple(str(n) for n in range(1, 11))
+        assert (
+            "(1 = " in question.text and ", 10 = " in question.text and question.text.endswith(")")
+        )

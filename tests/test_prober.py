@@ -292,3 +292,74 @@ def test_sampled_answers_give_empirical_distributions() -> None:
         0.75,
         0.25,
     )
+
+
+# --------------------------------------------------------------------------- rating scales
+
+
+def test_scales_alternate_and_a_scale_request_gets_numbers_and_the_models_anchors(
+    tmp_path: Path,
+) -> None:
+    """`scales=(None, 10)`: requests alternate free / 10-point; the model writes each scale
+    question, then its low anchor, then its high anchor; the options are 1..10."""
+    topic = Topic(
+        id="work",
+        name="Work",
+        seeds=({"question": "How important is work in your life?", "options": ("Very", "Not")},),
+    )  # type: ignore[arg-type]
+    seen: list[str] = []
+
+    def reply(prompt: object) -> str:
+        last = prompt[-1]["content"] if isinstance(prompt, list) else str(prompt)  # type: ignore[index]
+        seen.append(last)
+        if last.endswith("10 = "):
+            return "very much), ignored"
+        if last.endswith("(1 = "):
+            return "not at all, 10 = should not be reached"
+        if last.endswith('"Options": ["'):
+            return 'Daily", "Weekly", "Never"'
+        scale_prompt = "scale from 1 to 10" in prompt_text(prompt)  # type: ignore[arg-type]
+        return (
+            "How much do you enjoy your job" if scale_prompt else "How often do you work late"
+        ) + f" in year {len(seen)}?"
+
+    store = RunStore.open(tmp_path)
+    generator = QuestionGenerator(ScriptedModel(reply), store, scales=(None, 10))
+    assert [generator.scale_for(a) for a in range(4)] == [None, 10, None, 10]
+    stats = generator.run(
+        [topic], {"Work": topic.seed_records()}, per_topic=2, max_rounds=1, show_progress=False
+    )["Work"]
+    assert stats.kept == 2, stats.rejected
+    free, scaled = store.read(Question)
+    assert free.options == ("Daily", "Weekly", "Never")
+    assert free.text.startswith("How often do you work late")
+    assert scaled.options == tuple(str(n) for n in range(1, 11))
+    assert scaled.text.startswith("How much do you enjoy your job")
+    assert scaled.text.endswith("(1 = not at all, 10 = very much)")
+    # Only the free request asked for options; the scale request's prompt asked for a scale.
+    assert sum(s.endswith('"Options": ["') for s in seen) == 1
+
+
+def prompt_text(prompt: list[dict[str, str]]) -> str:
+    return " | ".join(m["content"] for m in prompt)
+
+
+def test_free_generation_prompt_is_unchanged_by_the_scale_option(tmp_path: Path) -> None:
+    topic = Topic(id="t", name="Family", seeds=())  # type: ignore[arg-type]
+    generator = QuestionGenerator(ScriptedModel(), RunStore.open(tmp_path), scales=(None, 10))
+    free = generator.prompt(topic, [], None)[1]["content"]
+    scaled = generator.prompt(topic, [], 10)[1]["content"]
+    assert "scale" not in free
+    assert '"Options": [..., ..., ...]' in free
+    assert "scale from 1 to 10" in scaled and '"Options": ["1", ..., "10"]' in scaled
+
+
+@pytest.mark.parametrize(
+    ("scales", "message"),
+    [((12,), "3 to 11 points"), ((), "at least one format")],
+)
+def test_bad_scales_are_refused(tmp_path: Path, scales: tuple[int, ...], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        QuestionGenerator(ScriptedModel(), RunStore.open(tmp_path), scales=scales)
+    with pytest.raises(ValueError, match="structured"):
+        QuestionGenerator(ScriptedModel(), RunStore.open(tmp_path), structured=False, scales=(10,))

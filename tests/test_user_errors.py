@@ -147,3 +147,14 @@ def test_runs_verify_notices_an_edited_dialogue(tmp_path: Path) -> None:
     first["turns"][0]["utterance"] = "Something nobody said."
     path.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
     refused(cli("runs", "verify", str(run)), "dialogue.jsonl")
+
+
+def test_a_bad_probe_scale_names_the_field_and_what_to_give(tmp_path: Path) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"out: {tmp_path / 'run'}\nprobe:\n  topics: economic\n  scales: free,12\n"
+        "  structured: true\n"
+    )
+    refused(cli("run", str(config), "--dry-run"), "probe.scales", "'12'", "3 to 11 points")
+    config.write_text(f"out: {tmp_path / 'run'}\nprobe:\n  scales: 10\n  structured: false\n")
+    refused(cli("run", str(config), "--dry-run"), "rating scales need structured: true")

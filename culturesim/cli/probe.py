@@ -69,6 +69,13 @@ def probe(
             help="Write the JSON skeleton and let the model fill the question and options.",
         ),
     ] = None,
+    scales: Annotated[
+        str | None,
+        typer.Option(
+            help="Answer formats asked for in turn: 'free' or N for a 1..N rating scale, "
+            "e.g. 'free,10' " + default(P, "scales")
+        ),
+    ] = None,
     temperature: Annotated[
         float | None, typer.Option(help=f"Generation temperature {default(P, 'temperature')}.")
     ] = None,
@@ -102,6 +109,7 @@ def probe(
             "decontamination_threshold": decontamination_threshold,
             "max_rounds": max_rounds,
             "structured": structured,
+            "scales": scales,
             "temperature": temperature,
             "prefill": prefill,
             "batch_size": batch_size,

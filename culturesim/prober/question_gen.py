@@ -5,6 +5,13 @@ seeds, shuffled) in the published prompt, asking for one new multiple-choice que
 The assistant's turn is prefilled with `{"Question": "` by default: small models then continue
 the JSON instead of chatting about it (pass `prefill=""` to send the bare prompt).
 
+`scales` sets the answer format asked for, request by request in turn: `None` lets the model
+write the options (as published); N asks for a question answered on a 1..N rating scale, whose
+options are then the numbers 1..N and whose anchors the model writes after it, "(1 = ...,
+N = ...)", as the WVS states its scales. Small models asked freely write two to four options; a survey
+scored by the published formula is weighted towards its 10-point scales (the norm grows with the
+option count), so a loop that never asks for them never teaches them.
+
 Every output goes through, in order: JSON parsing (tolerant of extra text and Python quoting),
 validation (2–11 distinct, non-empty options; numeric scales must state their anchors), exact
 dedup, near-duplicate dedup by sentence embeddings, and decontamination against an evaluation
@@ -16,7 +23,7 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from rich.progress import Progress
@@ -111,7 +118,16 @@ class QuestionGenerator:
         decontaminate_against: Sequence[str] = (),
         decontamination_threshold: float = DECONTAMINATION_THRESHOLD,
         seed: int = 0,
+        scales: Sequence[int | None] = (None,),
     ) -> None:
+        if not scales:
+            raise ValueError("scales: give at least one format (None for free options)")
+        for scale in scales:
+            if scale is not None and not 3 <= scale <= 11:
+                raise ValueError(f"scales: a rating scale has 3 to 11 points, not {scale}")
+        if not structured and any(scale is not None for scale in scales):
+            raise ValueError("scales: rating scales need structured generation")
+        self.scales = tuple(scales)
         self.model = model
         self.store = store
         self.library = library or PromptLibrary()
@@ -126,11 +142,16 @@ class QuestionGenerator:
         self.decontamination_threshold = decontamination_threshold
         self.seed = seed
 
-    def prompt(self, topic: Topic, examples: Sequence[Question]) -> Chat:
+    def scale_for(self, attempt: int) -> int | None:
+        """The answer format of a topic's `attempt`-th request (so a resumed run asks the same)."""
+        return self.scales[attempt % len(self.scales)]
+
+    def prompt(self, topic: Topic, examples: Sequence[Question], scale: int | None = None) -> Chat:
         user = self.library.render(
             "prober/generate.jinja2",
             topic=topic.name,
             examples=[{"question": q.text, "options": list(q.options)} for q in examples],
+            scale=scale,
         )
         chat: Chat = [
             {"role": "system", "content": self.library.render("prober/system.jinja2")},
@@ -181,7 +202,7 @@ class QuestionGenerator:
                 }
                 if not needs:
                     break
-                requests: list[tuple[Topic, list[Question], Chat, int]] = []
+                requests: list[tuple[Topic, list[Question], Chat, int, int | None]] = []
                 for topic in topics:
                     generated = [q for q in kept if q.topic == topic.name]
                     for _ in range(needs.get(topic.name, 0)):
@@ -191,13 +212,13 @@ class QuestionGenerator:
                         examples = self.pick_examples(
                             seeds.get(topic.name, []), generated, random.Random(request_seed)
                         )
-                        requests.append(
-                            (topic, examples, self.prompt(topic, examples), request_seed)
-                        )
-                texts = self._complete([(r[2], r[3]) for r in requests])
+                        scale = self.scale_for(attempt)
+                        chat = self.prompt(topic, examples, scale)
+                        requests.append((topic, examples, chat, request_seed, scale))
+                texts = self._complete([(r[2], r[3], r[4]) for r in requests])
                 round_stats = {t: GenerationStats() for t in needs}
                 fresh: list[Question] = []
-                for (topic, examples, _, _), text in zip(requests, texts, strict=True):
+                for (topic, examples, _, _, _), text in zip(requests, texts, strict=True):
                     record = round_stats[topic.name]
                     record.requested += 1
                     try:
@@ -230,13 +251,15 @@ class QuestionGenerator:
             progress.update(task, completed=sum(min(have[t.name], per_topic) for t in topics))
         return stats
 
-    def _complete(self, requests: Sequence[tuple[Chat, int]]) -> list[str]:
-        """Full replies (prefill included) for (chat, seed) requests, in one or two batches.
+    def _complete(self, requests: Sequence[tuple[Chat, int, int | None]]) -> list[str]:
+        """Full replies (prefill included) for (chat, seed, scale) requests, in one or two batches.
 
         Structured mode writes the JSON skeleton itself: the question text is generated up to
         its closing quote, then the options list up to its closing bracket. The model still
         chooses every word; it just cannot forget a bracket or copy the instruction's
-        `[..., ...]` placeholder, which is most of what a small model gets wrong.
+        `[..., ...]` placeholder, which is most of what a small model gets wrong. A rating-scale
+        request's second part is its anchors instead, `(1 = ..., N = ...)` after the question
+        as the WVS writes them, and its options are the numbers 1..N.
         """
 
         def params(seed: int, stop: tuple[str, ...], tokens: int) -> GenerationParams:
@@ -244,14 +267,14 @@ class QuestionGenerator:
 
         if not self.structured:
             replies = self.model.generate(
-                [chat for chat, _ in requests],
-                [params(seed, (), self.max_new_tokens) for _, seed in requests],
+                [chat for chat, _, _ in requests],
+                [params(seed, (), self.max_new_tokens) for _, seed, _ in requests],
             )
             return [self.prefill + r.text for r in replies]
-        base = [[m for m in chat if m["role"] != "assistant"] for chat, _ in requests]
+        base = [[m for m in chat if m["role"] != "assistant"] for chat, _, _ in requests]
         questions = self.model.generate(
             [[*chat, {"role": "assistant", "content": JSON_PREFILL}] for chat in base],
-            [params(seed, ('"',), self.max_new_tokens // 2) for _, seed in requests],
+            [params(seed, ('"',), self.max_new_tokens // 2) for _, seed, _ in requests],
         )
         heads = [
             self.library.render(
@@ -259,14 +282,70 @@ class QuestionGenerator:
             )
             for q in questions
         ]
-        options = self.model.generate(
-            [
-                [*chat, {"role": "assistant", "content": head}]
-                for chat, head in zip(base, heads, strict=True)
-            ],
-            [params(seed + 1, ("]",), self.max_new_tokens) for _, seed in requests],
-        )
-        return [head + o.text + "]}" for head, o in zip(heads, options, strict=True)]
+        free = [i for i, (_, _, scale) in enumerate(requests) if not scale]
+        scaled = [i for i, (_, _, scale) in enumerate(requests) if scale]
+        texts: list[str] = [""] * len(requests)
+        if free:
+            options = self.model.generate(
+                [[*base[i], {"role": "assistant", "content": heads[i]}] for i in free],
+                [params(requests[i][1] + 1, ("]",), self.max_new_tokens) for i in free],
+            )
+            for i, o in zip(free, options, strict=True):
+                texts[i] = heads[i] + o.text + "]}"
+        if scaled:
+            replies_scaled = self._anchored(
+                [questions[i].text.strip() for i in scaled],
+                [base[i] for i in scaled],
+                [(requests[i][1], int(requests[i][2] or 0)) for i in scaled],
+                params,
+            )
+            for i, reply in zip(scaled, replies_scaled, strict=True):
+                texts[i] = reply
+        return texts
+
+    def _anchored(
+        self,
+        questions: list[str],
+        chats: list[Chat],
+        seeds_and_scales: list[tuple[int, int]],
+        params: Callable[[int, tuple[str, ...], int], GenerationParams],
+    ) -> list[str]:
+        """Rating-scale replies: the model names each end in turn, `(1 = ..., N = ...)`."""
+        tokens = self.max_new_tokens // 4
+
+        def continue_with(heads: list[str], stop: tuple[str, ...], offset: int) -> list[str]:
+            replies = self.model.generate(
+                [
+                    [*c, {"role": "assistant", "content": JSON_PREFILL + h}]
+                    for c, h in zip(chats, heads, strict=True)
+                ],
+                [params(seed + offset, stop, tokens) for seed, _ in seeds_and_scales],
+            )
+            # Cut at the first stop too: a backend may return text past it.
+            return [
+                re.split("|".join(map(re.escape, (*stop, "\n"))), r.text)[0].strip()
+                for r in replies
+            ]
+
+        low_heads = [
+            self.library.render("prober/scale_anchors.jinja2", question=q, scale=n, low=None)
+            for q, (_, n) in zip(questions, seeds_and_scales, strict=True)
+        ]
+        lows = continue_with(low_heads, (",", ")", '"'), 1)
+        high_heads = [
+            self.library.render("prober/scale_anchors.jinja2", question=q, scale=n, low=low)
+            for q, (_, n), low in zip(questions, seeds_and_scales, lows, strict=True)
+        ]
+        highs = continue_with(high_heads, (",", ")", '"'), 2)
+        return [
+            JSON_PREFILL
+            + head
+            + high
+            + ')", "Options": ["'
+            + '", "'.join(str(k) for k in range(1, n + 1))
+            + '"]}'
+            for head, high, (_, n) in zip(high_heads, highs, seeds_and_scales, strict=True)
+        ]
 
     @staticmethod
     def _all_seeds(seeds: dict[str, list[Question]]) -> list[Question]:

@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from culturesim.context import RunContext, StageFailed, StageResult, StageSection, write_json_atomic
 from culturesim.models.embeddings import DECONTAMINATION_THRESHOLD, QUESTION_DEDUP_THRESHOLD
@@ -44,6 +44,12 @@ class ProbeSection(StageSection):
     dedup_threshold: float = Field(default=QUESTION_DEDUP_THRESHOLD, ge=0.0, le=1.0)
     decontamination_threshold: float = Field(default=DECONTAMINATION_THRESHOLD, ge=0.0, le=1.0)
     structured: bool = Field(default=True, description="fill a JSON skeleton (else free text)")
+    scales: str = Field(
+        default="free",
+        description="answer formats asked for in turn: 'free' (the model writes the options, as "
+        "published) or N for a 1..N rating scale; e.g. 'free,10' asks every other question on "
+        "a 10-point scale",
+    )
     temperature: float = Field(default=0.9, ge=0.0, description="generation (the paper: 0.9)")
     prefill: str = Field(default='{"Question": "', description="assistant prefill ('' for none)")
     compare_with: str | None = Field(
@@ -52,6 +58,34 @@ class ProbeSection(StageSection):
         "instance yield on the same questions is reported beside the answerer's",
     )
     batch_size: int = Field(default=64, ge=1)
+
+    @field_validator("scales", mode="before")
+    @classmethod
+    def _known_scales(cls, value: object) -> object:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)  # `scales: 10` in YAML
+        if not isinstance(value, str):
+            return value  # the type check names it
+        for part in (p.strip() for p in value.split(",")):
+            if part != "free" and not (part.isdigit() and 3 <= int(part) <= 11):
+                raise ValueError(
+                    f"{part!r} is not a format: use 'free' or a scale of 3 to 11 points, "
+                    "comma-separated (e.g. 'free,10')"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _scales_need_structure(self) -> ProbeSection:
+        if not self.structured and any(self.scale_formats):
+            raise ValueError("scales: rating scales need structured: true")
+        return self
+
+    @property
+    def scale_formats(self) -> tuple[int | None, ...]:
+        """`scales` as the generator takes it: None for free options, N for a 1..N scale."""
+        return tuple(
+            None if p.strip() == "free" else int(p.strip()) for p in self.scales.split(",")
+        )
 
 
 def _eval_texts(path: str | None, split_file: Path) -> list[str]:
@@ -134,6 +168,7 @@ def run(section: ProbeSection, ctx: RunContext) -> StageResult:
         decontamination_threshold=section.decontamination_threshold,
         temperature=section.temperature,
         structured=section.structured,
+        scales=section.scale_formats,
         seed=ctx.seed,
         library=ctx.prompts,
     )
