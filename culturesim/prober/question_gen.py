@@ -252,7 +252,7 @@ class QuestionGenerator:
         return stats
 
     def _complete(self, requests: Sequence[tuple[Chat, int, int | None]]) -> list[str]:
-        """Full replies (prefill included) for (chat, seed, scale) requests, in one or two batches.
+        """Full replies (prefill included) for (chat, seed, scale) requests, in two or three batches.
 
         Structured mode writes the JSON skeleton itself: the question text is generated up to
         its closing quote, then the options list up to its closing bracket. The model still
@@ -276,16 +276,18 @@ class QuestionGenerator:
             [[*chat, {"role": "assistant", "content": JSON_PREFILL}] for chat in base],
             [params(seed, ('"',), self.max_new_tokens // 2) for _, seed, _ in requests],
         )
-        heads = [
-            self.library.render(
-                "prober/options_prefill.jinja2", prefill=JSON_PREFILL, question=q.text.strip()
-            )
-            for q in questions
-        ]
         free = [i for i, (_, _, scale) in enumerate(requests) if not scale]
         scaled = [i for i, (_, _, scale) in enumerate(requests) if scale]
         texts: list[str] = [""] * len(requests)
         if free:
+            heads = {
+                i: self.library.render(
+                    "prober/options_prefill.jinja2",
+                    prefill=JSON_PREFILL,
+                    question=questions[i].text.strip(),
+                )
+                for i in free
+            }
             options = self.model.generate(
                 [[*base[i], {"role": "assistant", "content": heads[i]}] for i in free],
                 [params(requests[i][1] + 1, ("]",), self.max_new_tokens) for i in free],
