@@ -27,7 +27,7 @@ from culturesim.training.survey_teacher import (
     soft_label_loss,
     train_teacher,
 )
-from tests.conftest import SHARED_WVS, ScriptedModel
+from tests.conftest import SHARED_WVS, ScriptedModel, prompt_text
 
 # --------------------------------------------------------------------------- targets and loss
 
@@ -395,13 +395,15 @@ def test_comparison_scores_a_culture_blind_and_a_culture_knowing_model() -> None
 LOOP_CONTROL = Path(__file__).resolve().parents[1] / "examples" / "loop-control.yaml"
 
 
-def _question_writer(planted: str) -> ScriptedModel:
+def _question_writer(planted: str, shown: list[str] | None = None) -> ScriptedModel:
     """Writes a new, well-formed survey question on every call (a random tiny model cannot);
-    its first question is `planted` word for word."""
+    its first question is `planted` word for word. Each prompt it is shown goes to `shown`."""
     topics = iter(range(1000))
     subjects = ["neighbours", "elders", "strangers", "coworkers", "cousins", "teachers"]
 
     def reply(prompt: object) -> str:
+        if shown is not None:
+            shown.append(prompt_text(prompt))  # type: ignore[arg-type]
         n = next(topics)
         text = planted if n == 0 else f"How much do you trust your {subjects[n % 6]} in case {n}?"
         return json.dumps(
@@ -469,7 +471,8 @@ def test_the_loop_control_config_runs_with_a_tiny_model(
         topic_namer(load_topics(BUILTIN_TOPICS)),
         0,
     )["held_out"][0]["question"]
-    factory.provide("question-writer", _question_writer(planted))
+    prober_prompts: list[str] = []
+    factory.provide("question-writer", _question_writer(planted, prober_prompts))
     factory.provide("agreeing-judge", AgreeingJudge(model_id="agreeing-judge"))
     RunStore.open(out, {"command": "run", **config.identity()}, seed=config.seed)
     ctx = context_for(config, models=factory, show_progress=False)
@@ -494,6 +497,18 @@ def test_the_loop_control_config_runs_with_a_tiny_model(
     assert probe["decontaminated"] >= 1  # the planted held-out question, at generation
     generated = RunStore(out / "probe").read(Question)
     assert generated and all(q.text != planted for q in generated)
+    # The config seeds the prober from the survey file itself, as published: the seen half's
+    # questions are its examples, the held-out half's are withheld and counted.
+    assert probe["seeds_withheld"] >= 1
+    survey_texts = {q.id: q.text for q in load_survey_dir(SHARED_WVS).questions.values()}
+    examples = [  # the examples of each request, not the model's own reply fed back to it
+        p.split("example questions:")[1].split("Note that your question")[0]
+        for p in prober_prompts
+        if "example questions:" in p
+    ]
+    shown_ids = {i for i, t in survey_texts.items() if any(t in e for e in examples)}
+    assert shown_ids, "no survey question reached the prober as an example"
+    assert not shown_ids & held_out
     assert (
         "+adapter:" in probe["answer_model"]
         and probe["comparison"]["model"] != probe["answer_model"]

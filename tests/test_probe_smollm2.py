@@ -116,3 +116,27 @@ def test_smollm2_writes_ten_point_scale_questions_with_anchors(
         assert (
             "(1 = " in question.text and ", 10 = " in question.text and question.text.endswith(")")
         )
+
+
+def test_smollm2_chooses_scale_ends_that_fit_the_question(smollm2: object, tmp_path: Path) -> None:
+    """`anchors: choose` on the real model: the ends picked from the built-in list fit what
+    each question asks (a justification, a worry, a frequency)."""
+    from culturesim.prober.anchors import load_anchors
+    from culturesim.prober.question_gen import QuestionGenerator
+
+    generator = QuestionGenerator(
+        smollm2,  # type: ignore[arg-type]
+        RunStore.open(tmp_path),
+        scales=(10,),
+        anchor_pairs=load_anchors(),
+    )
+    asked = {
+        "Do you think that cheating on taxes can always be justified, or never?": "justifiable",
+        "How worried are you about a terrorist attack?": "worried",
+        "How often do robberies occur in your neighborhood?": "often",
+    }
+    replies = generator.choose_anchors(list(asked), [10] * len(asked))
+    for (question, word), reply in zip(asked.items(), replies, strict=True):
+        text = json.loads(reply)["Question"]
+        assert text.startswith(question) and ", 10 = " in text
+        assert word in text.removeprefix(question), text

@@ -62,6 +62,13 @@ def test_parse_accepts_json_inside_chatter_and_python_quotes() -> None:
             "scale_without_anchors",
         ),
         ('{"Question": "Hi?", "Options": ["Yes", "No"]}', "no_question"),
+        (  # no words before the scale's ends: a number, not a question
+            '{"Question": "23,000,0011 (1 = none at all, 10 = a great deal)", "Options": ['
+            + ", ".join(f'"{n}"' for n in range(1, 11))
+            + "]}",
+            "no_question",
+        ),
+        ('{"Question": "Security questions", "Options": ["Yes", "No"]}', "no_question"),
         (
             '{"Question": "How important is tradition to you?", "Options": "Yes or no"}',
             "options_not_a_list",
@@ -363,3 +370,35 @@ def test_bad_scales_are_refused(tmp_path: Path, scales: tuple[int, ...], message
         QuestionGenerator(ScriptedModel(), RunStore.open(tmp_path), scales=scales)
     with pytest.raises(ValueError, match="structured"):
         QuestionGenerator(ScriptedModel(), RunStore.open(tmp_path), structured=False, scales=(10,))
+
+
+def test_chosen_anchors_are_the_pair_the_question_makes_likelier_than_a_blank_does(
+    tmp_path: Path,
+) -> None:
+    """`anchor_pairs`: the model writes the scale question, then the ends are the pair whose
+    likelihood rises most over a blank question; a pair likely whatever the question (here
+    "never, very often") is not chosen for that alone."""
+    topic = Topic(id="ethics", name="Ethics", seeds=())  # type: ignore[arg-type]
+    pairs = (("never", "very often"), ("never justifiable", "always justifiable"))
+
+    class Scorer(ScriptedModel):
+        def score(self, prompts: object, candidates: list[list[str]]) -> list[list[float]]:  # type: ignore[override]
+            self.scored = getattr(self, "scored", 0) + len(candidates)
+            out = []
+            for prompt, options in zip(prompts, candidates, strict=True):  # type: ignore[call-overload]
+                asks = "justified" in prompt[0]["content"]
+                out.append([-1.0 if "often" in o else (-2.0 if asks else -6.0) for o in options])
+            return out
+
+    model = Scorer(lambda prompt: "Can cheating on taxes be justified")
+    store = RunStore.open(tmp_path)
+    generator = QuestionGenerator(model, store, scales=(10,), anchor_pairs=pairs)
+    stats = generator.run([topic], {"Ethics": []}, per_topic=1, max_rounds=1, show_progress=False)
+    assert stats["Ethics"].kept == 1, stats["Ethics"].rejected
+    (question,) = store.read(Question)
+    assert question.text == (
+        "Can cheating on taxes be justified (1 = never justifiable, 10 = always justifiable)"
+    )
+    assert question.options == tuple(str(n) for n in range(1, 11))
+    # One request with the question, and the blank one once for its scale, not per question.
+    assert model.scored == 2

@@ -158,3 +158,18 @@ def test_a_bad_probe_scale_names_the_field_and_what_to_give(tmp_path: Path) -> N
     refused(cli("run", str(config), "--dry-run"), "probe.scales", "'12'", "3 to 11 points")
     config.write_text(f"out: {tmp_path / 'run'}\nprobe:\n  scales: 10\n  structured: false\n")
     refused(cli("run", str(config), "--dry-run"), "rating scales need structured: true")
+
+
+def test_a_bad_anchors_file_names_the_file_line_and_pair(tmp_path: Path) -> None:
+    from culturesim.prober.anchors import AnchorFileError, load_anchors
+
+    path = tmp_path / "ends.yaml"
+    path.write_text("anchors:\n  - [never, always]\n  - [agree, agree]\n")
+    with pytest.raises(AnchorFileError) as caught:
+        load_anchors(path)
+    assert str(path) in str(caught.value) and "pair 1" in str(caught.value)
+    assert "two different ends" in str(caught.value)
+    assert load_anchors()[1] == ("never justifiable", "always justifiable")
+    config = tmp_path / "run.yaml"
+    config.write_text(f"out: {tmp_path / 'run'}\nprobe:\n  anchors_file: {path}\n")
+    refused(cli("run", str(config), "--dry-run"), "anchors_file", "anchors: choose")

@@ -76,6 +76,19 @@ def probe(
             "e.g. 'free,10' " + default(P, "scales")
         ),
     ] = None,
+    anchors: Annotated[
+        str | None,
+        typer.Option(
+            help="A rating scale's ends: 'write' (the model names them) or 'choose' (it picks "
+            "the likeliest pair from --anchors-file) " + default(P, "anchors")
+        ),
+    ] = None,
+    anchors_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="YAML of [low, high] scale ends for --anchors choose (default: built-in)."
+        ),
+    ] = None,
     temperature: Annotated[
         float | None, typer.Option(help=f"Generation temperature {default(P, 'temperature')}.")
     ] = None,
@@ -110,6 +123,8 @@ def probe(
             "max_rounds": max_rounds,
             "structured": structured,
             "scales": scales,
+            "anchors": anchors,
+            "anchors_file": str(anchors_file) if anchors_file else None,
             "temperature": temperature,
             "prefill": prefill,
             "batch_size": batch_size,

@@ -115,7 +115,7 @@ INPUT_PATHS: dict[str | None, tuple[str, ...]] = {
     None: ("prompts_dir", "culture_dirs"),
     "simulate": ("scenario_dirs", "culture_dirs"),
     "teacher": ("survey_dir",),
-    "probe": ("topics_file", "seeds", "eval_questions"),
+    "probe": ("topics_file", "seeds", "eval_questions", "anchors_file"),
     "judge": ("rubrics_dirs",),
     "corpus": ("eval_questions",),
     "evaluate": ("survey_dir",),

@@ -44,6 +44,8 @@ from culturesim.store import RunStore
 JSON_PREFILL = '{"Question": "'
 _LABEL = re.compile(r"^\s*(?:\(?[0-9]{1,2}[.):]|\(?[A-Ka-k][.)])\s+")
 _NUMBER = re.compile(r"^\s*-?\d+\s*$")
+_WORD = re.compile(r"[^\W\d_]{2,}")  # a word of two or more letters, in any script
+_SCALE_ENDS = re.compile(r"\(1 = [^)]*\)\s*$")
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,9 @@ def parse_question(text: str) -> ParsedQuestion:
     question, options = fields.get("question"), fields.get("options")
     if not isinstance(question, str) or len(question.strip()) < 10:
         raise InvalidQuestion("no_question")
+    asked = _SCALE_ENDS.sub("", question)  # the words of the question, not its scale's ends
+    if not _has_words(asked):  # "1,10", "23,000,0011", "Security"
+        raise InvalidQuestion("no_question", asked[:40])
     if not isinstance(options, list) or not all(isinstance(o, str | int | float) for o in options):
         raise InvalidQuestion("options_not_a_list")
     cleaned = [str(o).strip() for o in options]
@@ -95,6 +100,13 @@ def parse_question(text: str) -> ParsedQuestion:
         if low not in question or high not in question:
             raise InvalidQuestion("scale_without_anchors", f"{low}..{high}")
     return ParsedQuestion(question.strip(), tuple(cleaned))
+
+
+def _has_words(text: str) -> bool:
+    """Three words of letters, or, in a script written without spaces, six letters."""
+    if " " not in text.strip():
+        return len(re.findall(r"[^\W\d_]", text)) >= 6 and not text.isascii()
+    return len(_WORD.findall(text)) >= 3
 
 
 class QuestionGenerator:
@@ -119,6 +131,7 @@ class QuestionGenerator:
         decontamination_threshold: float = DECONTAMINATION_THRESHOLD,
         seed: int = 0,
         scales: Sequence[int | None] = (None,),
+        anchor_pairs: Sequence[tuple[str, str]] = (),
     ) -> None:
         if not scales:
             raise ValueError("scales: give at least one format (None for free options)")
@@ -128,6 +141,7 @@ class QuestionGenerator:
         if not structured and any(scale is not None for scale in scales):
             raise ValueError("scales: rating scales need structured generation")
         self.scales = tuple(scales)
+        self.anchor_pairs = tuple(anchor_pairs)  # empty: the model writes each end itself
         self.model = model
         self.store = store
         self.library = library or PromptLibrary()
@@ -312,7 +326,10 @@ class QuestionGenerator:
         seeds_and_scales: list[tuple[int, int]],
         params: Callable[[int, tuple[str, ...], int], GenerationParams],
     ) -> list[str]:
-        """Rating-scale replies: the model names each end in turn, `(1 = ..., N = ...)`."""
+        """Rating-scale replies: the model names each end in turn, `(1 = ..., N = ...)`, or
+        chooses the pair of ends from `anchor_pairs`."""
+        if self.anchor_pairs:
+            return self.choose_anchors(questions, [n for _, n in seeds_and_scales])
         tokens = self.max_new_tokens // 4
 
         def continue_with(heads: list[str], stop: tuple[str, ...], offset: int) -> list[str]:
@@ -348,6 +365,62 @@ class QuestionGenerator:
             + '"]}'
             for head, high, (_, n) in zip(high_heads, highs, seeds_and_scales, strict=True)
         ]
+
+    def choose_anchors(self, questions: list[str], scales: list[int]) -> list[str]:
+        """Each question's ends, the pair of `anchor_pairs` the model finds most likely after it.
+
+        The likelihood is taken against the same request with a blank question (pointwise
+        mutual information): otherwise short, common ends ("never, very often") win whatever
+        the question asks. The request is a short one of its own (`prober/scale_ends.jinja2`),
+        not the generation prompt: every pair is scored twice per question, and the examples
+        of the generation prompt would multiply the cost without telling the model more.
+        """
+
+        def scores_blank(distinct: list[int]) -> list[list[float]]:
+            return scores([""] * len(distinct), distinct)
+
+        def scores(texts: list[str], scales: list[int] = scales) -> list[list[float]]:
+            chats: list[Chat] = [
+                [
+                    {
+                        "role": "user",
+                        "content": self.library.render(
+                            "prober/scale_ends.jinja2", question=q, scale=n
+                        ),
+                    },
+                    {"role": "assistant", "content": "1 ="},
+                ]
+                for q, n in zip(texts, scales, strict=True)
+            ]
+            return self.model.score(
+                chats,
+                [[f" {low}, {n} = {high}" for low, high in self.anchor_pairs] for n in scales],
+            )
+
+        given = scores(questions)
+        # The blank request depends on the scale alone: score it once per scale.
+        blank_by_scale = dict(
+            zip(sorted(set(scales)), scores_blank(sorted(set(scales))), strict=True)
+        )
+        blank = [blank_by_scale[n] for n in scales]
+        replies = []
+        for question, n, with_question, without in zip(
+            questions, scales, given, blank, strict=True
+        ):
+            gain = [a - b for a, b in zip(with_question, without, strict=True)]
+            low, high = self.anchor_pairs[max(range(len(gain)), key=gain.__getitem__)]
+            head = self.library.render(
+                "prober/scale_anchors.jinja2", question=question, scale=n, low=low
+            )
+            replies.append(
+                JSON_PREFILL
+                + head
+                + high
+                + ')", "Options": ["'
+                + '", "'.join(str(k) for k in range(1, n + 1))
+                + '"]}'
+            )
+        return replies
 
     @staticmethod
     def _all_seeds(seeds: dict[str, list[Question]]) -> list[Question]:

@@ -50,6 +50,14 @@ class ProbeSection(StageSection):
         "published) or N for a 1..N rating scale; e.g. 'free,10' asks every other question on "
         "a 10-point scale",
     )
+    anchors: Literal["write", "choose"] = Field(
+        default="write",
+        description="a rating scale's ends: 'write' (the model names them) or 'choose' (it "
+        "picks the likeliest pair from anchors_file)",
+    )
+    anchors_file: str | None = Field(
+        default=None, description="YAML of [low, high] scale ends (default: the built-in list)"
+    )
     temperature: float = Field(default=0.9, ge=0.0, description="generation (the paper: 0.9)")
     prefill: str = Field(default='{"Question": "', description="assistant prefill ('' for none)")
     compare_with: str | None = Field(
@@ -78,6 +86,8 @@ class ProbeSection(StageSection):
     def _scales_need_structure(self) -> ProbeSection:
         if not self.structured and any(self.scale_formats):
             raise ValueError("scales: rating scales need structured: true")
+        if self.anchors_file is not None and self.anchors != "choose":
+            raise ValueError("anchors_file: the list is read only with anchors: choose")
         return self
 
     @property
@@ -110,6 +120,20 @@ def _eval_texts(path: str | None, split_file: Path) -> list[str]:
     return texts + [str(item.get("question", "")) for item in rows]
 
 
+def _held_out_keys(split_file: Path, eval_texts: list[str]) -> frozenset[str]:
+    """Ids of the run's held-out half and every evaluation text: seeds that must stay unseen."""
+    from culturesim.evaluation.split import held_out_ids, read_split
+
+    ids = held_out_ids(read_split(split_file)) if split_file.exists() else []
+    return frozenset([*ids, *(t.strip() for t in eval_texts)])
+
+
+def _is_held_out(seed: Question, held_out: frozenset[str]) -> bool:
+    """A seed file may be the survey itself (the published recipe seeds from it); a held-out
+    question shown to the prober as an example would leak into every question written after it."""
+    return (seed.source_id or "") in held_out or seed.text.strip() in held_out
+
+
 def _model_spec(ctx: RunContext, name: str) -> str:
     """A role name (base, prober, judge, actor) to its spec; anything else is a spec."""
     return str(getattr(ctx.roles, name, None) or name) if name in _ROLES else name
@@ -122,6 +146,7 @@ def run(section: ProbeSection, ctx: RunContext) -> StageResult:
     from culturesim.evaluation.administer import SurveyPrompter
     from culturesim.evaluation.answering import run_items
     from culturesim.models.embeddings import Embedder
+    from culturesim.prober.anchors import AnchorFileError, load_anchors
     from culturesim.prober.instances import InstanceRule, as_survey_question, detect_instances
     from culturesim.prober.question_gen import QuestionGenerator
     from culturesim.prober.topics import BUILTIN_TOPICS, load_topics, seeds_from_file, select_topics
@@ -142,10 +167,22 @@ def run(section: ProbeSection, ctx: RunContext) -> StageResult:
         if r.strip()
     ]
     seed_map = {t.name: t.seed_records() for t in topic_list}
-    if section.seeds is not None:
-        for name, extra in seeds_from_file(Path(section.seeds), topic_list).items():
-            seed_map[name] = seed_map[name] + extra
+    anchor_pairs: tuple[tuple[str, str], ...] = ()
+    if section.anchors == "choose":
+        try:
+            anchor_pairs = load_anchors(
+                Path(section.anchors_file) if section.anchors_file else None
+            )
+        except AnchorFileError as error:
+            raise StageFailed(f"probe.anchors_file: {error}") from error
     eval_texts = _eval_texts(section.eval_questions, ctx.layout.split_file)
+    seeds_withheld = 0
+    if section.seeds is not None:
+        held_out = _held_out_keys(ctx.layout.split_file, eval_texts)
+        for name, extra in seeds_from_file(Path(section.seeds), topic_list).items():
+            shown = [q for q in extra if not _is_held_out(q, held_out)]
+            seeds_withheld += len(extra) - len(shown)
+            seed_map[name] = seed_map[name] + shown
     answer_spec = ctx.roles.answerer or ctx.roles.prober
     identity: dict[str, Any] = {"command": "probe", "model": ctx.roles.prober, **section.identity()}
     if answer_spec != ctx.roles.prober:
@@ -169,6 +206,7 @@ def run(section: ProbeSection, ctx: RunContext) -> StageResult:
         temperature=section.temperature,
         structured=section.structured,
         scales=section.scale_formats,
+        anchor_pairs=anchor_pairs,
         seed=ctx.seed,
         library=ctx.prompts,
     )
@@ -216,6 +254,7 @@ def run(section: ProbeSection, ctx: RunContext) -> StageResult:
         "questions_kept": len(questions),
         "rejected": dict(rejected),
         "decontaminated": rejected.get("decontaminated", 0),
+        "seeds_withheld": seeds_withheld,
         "answers": len(answers),
         "cultures": codes,
         "instances": {r.name: sum(per_rule[(r.name, c)] for c in codes) for r in rule_list},
@@ -240,7 +279,13 @@ def run(section: ProbeSection, ctx: RunContext) -> StageResult:
             "instances": sum(summary["instances"].values()),  # type: ignore[attr-defined]
             **{
                 k: summary[k]
-                for k in ("decontaminated", "instances_by_culture", "topics", "comparison")
+                for k in (
+                    "decontaminated",
+                    "seeds_withheld",
+                    "instances_by_culture",
+                    "topics",
+                    "comparison",
+                )
             },
         },
         written=(summary_path,),
