@@ -540,6 +540,7 @@ def test_the_loop_control_config_runs_with_a_tiny_model(
     )
     report = (out / "report" / "index.html").read_text()
     assert "Positive control" in report
+    assert f"{probe['seeds_withheld']} held-out seed questions withheld" in report
 
 
 def test_held_out_evaluation_without_a_split_names_what_to_do(tmp_path: Path) -> None:

@@ -140,6 +140,11 @@ def _signal_by_stage(
                     f"; by {compared['model']} on the same questions: {compared['instances']}"
                     if compared
                     else ""
+                )
+                + (
+                    f"; {probe['seeds_withheld']} held-out seed questions withheld from the prober"
+                    if probe.get("seeds_withheld")
+                    else ""
                 ),
             }
         )
