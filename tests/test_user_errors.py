@@ -160,7 +160,7 @@ def test_a_bad_probe_scale_names_the_field_and_what_to_give(tmp_path: Path) -> N
     refused(cli("run", str(config), "--dry-run"), "rating scales need structured: true")
 
 
-def test_a_bad_anchors_file_names_the_file_line_and_pair(tmp_path: Path) -> None:
+def test_a_bad_anchors_file_names_the_file_and_the_pair(tmp_path: Path) -> None:
     from culturesim.prober.anchors import AnchorFileError, load_anchors
 
     path = tmp_path / "ends.yaml"
