@@ -357,14 +357,15 @@ class QuestionGenerator:
         ]
         highs = continue_with(high_heads, (",", ")", '"'), 2)
         return [
-            JSON_PREFILL
-            + head
-            + high
-            + ')", "Options": ["'
-            + '", "'.join(str(k) for k in range(1, n + 1))
-            + '"]}'
+            self._scale_reply(head, high, n)
             for head, high, (_, n) in zip(high_heads, highs, seeds_and_scales, strict=True)
         ]
+
+    @staticmethod
+    def _scale_reply(head: str, high: str, scale: int) -> str:
+        """The full JSON reply of a scale question: `head` ends at "N = ", the options are 1..N."""
+        options = '", "'.join(str(k) for k in range(1, scale + 1))
+        return f'{JSON_PREFILL}{head}{high})", "Options": ["{options}"]}}'
 
     def choose_anchors(self, questions: list[str], scales: list[int]) -> list[str]:
         """Each question's ends, the pair of `anchor_pairs` the model finds most likely after it.
@@ -376,10 +377,7 @@ class QuestionGenerator:
         of the generation prompt would multiply the cost without telling the model more.
         """
 
-        def scores_blank(distinct: list[int]) -> list[list[float]]:
-            return scores([""] * len(distinct), distinct)
-
-        def scores(texts: list[str], scales: list[int] = scales) -> list[list[float]]:
+        def scores(texts: list[str], ends_of: list[int]) -> list[list[float]]:
             chats: list[Chat] = [
                 [
                     {
@@ -390,36 +388,25 @@ class QuestionGenerator:
                     },
                     {"role": "assistant", "content": "1 ="},
                 ]
-                for q, n in zip(texts, scales, strict=True)
+                for q, n in zip(texts, ends_of, strict=True)
             ]
             return self.model.score(
                 chats,
-                [[f" {low}, {n} = {high}" for low, high in self.anchor_pairs] for n in scales],
+                [[f" {low}, {n} = {high}" for low, high in self.anchor_pairs] for n in ends_of],
             )
 
-        given = scores(questions)
+        given = scores(questions, scales)
         # The blank request depends on the scale alone: score it once per scale.
-        blank_by_scale = dict(
-            zip(sorted(set(scales)), scores_blank(sorted(set(scales))), strict=True)
-        )
-        blank = [blank_by_scale[n] for n in scales]
+        distinct = sorted(set(scales))
+        blank = dict(zip(distinct, scores([""] * len(distinct), distinct), strict=True))
         replies = []
-        for question, n, with_question, without in zip(
-            questions, scales, given, blank, strict=True
-        ):
-            gain = [a - b for a, b in zip(with_question, without, strict=True)]
+        for question, n, with_question in zip(questions, scales, given, strict=True):
+            gain = [a - b for a, b in zip(with_question, blank[n], strict=True)]
             low, high = self.anchor_pairs[max(range(len(gain)), key=gain.__getitem__)]
             head = self.library.render(
                 "prober/scale_anchors.jinja2", question=question, scale=n, low=low
             )
-            replies.append(
-                JSON_PREFILL
-                + head
-                + high
-                + ')", "Options": ["'
-                + '", "'.join(str(k) for k in range(1, n + 1))
-                + '"]}'
-            )
+            replies.append(self._scale_reply(head, high, n))
         return replies
 
     @staticmethod
