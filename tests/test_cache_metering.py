@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import sqlite3
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from culturesim.models.base import GenerationParams
-from culturesim.models.cache import CachedModel
+from culturesim.models.cache import CachedModel, _prepare
 from culturesim.models.metering import MeteredModel
 from culturesim.models.transformers_backend import TransformersModel
 from tests.conftest import ScriptedModel
@@ -76,3 +81,64 @@ def test_the_rate_column_counts_what_the_model_did_since_the_bar_started() -> No
     metered.generate(["one", "two", "three"])
     prompt_tokens = sum(len(p) for p in ("one", "two", "three"))  # the scripted model's count
     assert column.rates(2.0) == (1.5, prompt_tokens / 2, 4.5), "3 tokens per completion"
+
+
+class _LockedAtFirst:
+    """A connection whose first `fails` statements answer as a busy SQLite file does."""
+
+    def __init__(self, fails: int, message: str = "database is locked") -> None:
+        self.fails = fails
+        self.message = message
+        self.statements: list[str] = []
+
+    def execute(self, sql: str, *args: object) -> Any:
+        if self.fails:
+            self.fails -= 1
+            raise sqlite3.OperationalError(self.message)
+        self.statements.append(sql)
+        return self
+
+    def fetchone(self) -> tuple[str]:
+        return ("delete",)
+
+    def commit(self) -> None:
+        self.statements.append("commit")
+
+
+def test_cache_setup_waits_out_a_file_another_process_is_switching_to_wal() -> None:
+    connection = _LockedAtFirst(fails=3)
+    _prepare(connection)  # type: ignore[arg-type]
+    assert connection.statements[-1] == "commit"
+    assert "PRAGMA journal_mode=WAL" in connection.statements
+    broken = _LockedAtFirst(fails=1, message="no such column: key")
+    with pytest.raises(sqlite3.OperationalError, match="no such column"):
+        _prepare(broken)  # type: ignore[arg-type]
+    assert broken.statements == []  # another error is not retried
+
+
+def _open_and_write(path: str, barrier: Any, word: str) -> None:
+    barrier.wait()
+    CachedModel(ScriptedModel(), path).generate([word])
+
+
+def test_processes_opening_one_fresh_cache_file_together_all_succeed(tmp_path: Path) -> None:
+    """Ray actors open the run's cache side by side; none of them may die of a locked file."""
+    context = multiprocessing.get_context("fork")
+    for trial in range(8):
+        path = str(tmp_path / f"cache{trial}.sqlite")
+        barrier = context.Barrier(8)
+        workers = [
+            context.Process(target=_open_and_write, args=(path, barrier, f"w{index}"))
+            for index in range(8)
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=120)
+        assert [w.exitcode for w in workers] == [0] * 8
+        reader = ScriptedModel(reply=lambda p: "should not be called")
+        cached = CachedModel(reader, path)
+        assert [c.text for c in cached.generate([f"w{i}" for i in range(8)])] == [
+            f"echo:w{i}" for i in range(8)
+        ]
+        assert reader.generate_calls == []

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
+
 from culturesim.models.base import (
     Completion,
     GenerationParams,
@@ -23,6 +25,43 @@ from culturesim.models.base import (
     per_prompt_params,
 )
 from culturesim.records import stable_hash
+
+_SETUP_TRIES = 20
+
+
+def _is_locked(error: BaseException) -> bool:
+    return isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
+
+
+@retry(
+    retry=retry_if_exception(_is_locked),
+    stop=stop_after_attempt(_SETUP_TRIES),
+    wait=wait_random_exponential(multiplier=0.05, max=2.0),
+    reraise=True,
+)
+def _prepare(db: sqlite3.Connection) -> None:
+    """Switch the file to WAL and create the table, retrying while another process holds it.
+
+    SQLite answers "database is locked" at once, without waiting out the busy timeout, when two
+    processes switch a fresh file to WAL together (as Ray actors starting side by side do), so
+    the setup is retried with jittered back-off instead of failing the process.
+    """
+    mode = db.execute("PRAGMA journal_mode").fetchone()[0]
+    if str(mode).lower() != "wal":
+        db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.commit()
+
+
+def prepare_cache_file(path: str | Path) -> None:
+    """Create the cache file in WAL mode now, so processes opening it later find it ready."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(str(target), timeout=60)
+    try:
+        _prepare(db)
+    finally:
+        db.close()
 
 
 class CachedModel:
@@ -35,11 +74,7 @@ class CachedModel:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=60)
         with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
-            )
-            self._db.commit()
+            _prepare(self._db)
         self.hits = 0
         self.misses = 0
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from culturesim.models.cache import prepare_cache_file
 from culturesim.models.ray_cluster import actor_environment, ensure_ray, threads_per_actor
 from culturesim.records import Dialogue, Episode
 from culturesim.roleplay.simulation import SimulationSettings, SimulationSummary
@@ -65,6 +66,8 @@ def simulate_with_ray(
     ray = ensure_ray(actors)
     known = store.done_ids(Episode)
     store.append_many([e for e in episodes if e.id not in known])
+    if cache:
+        prepare_cache_file(store.root / "cache.sqlite")
     remote = ray.remote(num_cpus=1, runtime_env=actor_environment())(_SimulationWorker)
     threads = threads_per_actor(actors)
     workers = [
