@@ -53,15 +53,21 @@ def _prepare(db: sqlite3.Connection) -> None:
     db.commit()
 
 
-def prepare_cache_file(path: str | Path) -> None:
-    """Create the cache file in WAL mode now, so processes opening it later find it ready."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(str(target), timeout=60)
+def _open(path: Path) -> sqlite3.Connection:
+    """The cache file's connection, the file and its table created when missing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(str(path), check_same_thread=False, timeout=60)
     try:
         _prepare(db)
-    finally:
+    except BaseException:
         db.close()
+        raise
+    return db
+
+
+def prepare_cache_file(path: str | Path) -> None:
+    """Create the cache file in WAL mode now, so processes opening it later find it ready."""
+    _open(Path(path)).close()
 
 
 class CachedModel:
@@ -70,11 +76,8 @@ class CachedModel:
     def __init__(self, inner: LanguageModel, path: str | Path) -> None:
         self.inner = inner
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=60)
-        with self._lock:
-            _prepare(self._db)
+        self._db = _open(self.path)
         self.hits = 0
         self.misses = 0
 
