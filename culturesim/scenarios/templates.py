@@ -305,16 +305,29 @@ def builtin_scenario_dir() -> Path:
 class ScenarioLibrary:
     """All templates from the built-in library and the user's folders, by id."""
 
-    def __init__(self, user_dirs: Iterable[str | Path] = (), *, builtin: bool = True) -> None:
+    def __init__(
+        self,
+        user_dirs: Iterable[str | Path] = (),
+        *,
+        builtin: bool = True,
+        templates: Mapping[str, ScenarioTemplate] | None = None,
+    ) -> None:
+        """`templates`, when given, are used as the library's templates instead of reading the
+        folders again (a caller that has already loaded every file, such as `scenarios check`,
+        saves parsing each one once per use); the folders still serve includes and imports."""
         folders = ([builtin_scenario_dir()] if builtin else []) + [Path(d) for d in user_dirs]
         self.folders = folders
         self.templates: dict[str, ScenarioTemplate] = {}
         for folder in folders:
             if not folder.is_dir():
                 raise ScenarioError(f"{folder}: scenario folder not found")
+            if templates is not None:
+                continue
             for path in sorted(folder.rglob(f"*{SUFFIX}")):
                 template = load_template_file(path)
                 self.templates[template.id] = template
+        if templates is not None:
+            self.templates.update(templates)
         search = [str(f) for f in reversed(folders)]  # user folders first for includes
         self.env = SandboxedEnvironment(
             loader=ChoiceLoader([_TemplateBodies(self.templates), FileSystemLoader(search)]),
