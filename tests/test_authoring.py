@@ -139,7 +139,7 @@ def test_sotopia_files_round_trip_through_the_command_line(tmp_path: Path) -> No
     assert "ok" in invoke("scenarios", "check", str(out))
     exported = tmp_path / "env.jsonl"
     invoke("scenarios", "export", "sotopia", "--out", str(exported), "--scenario-dir", str(out),
-           "--scenarios", "tag:sotopia")  # fmt: skip
+           "--scenarios", "tag:sotopia", "--shape", "db")  # fmt: skip
     original = json.loads((FIXTURES / "environments.json").read_text())
     again = [json.loads(line) for line in exported.read_text().splitlines()]
     assert sorted(again, key=lambda e: e["codename"]) == sorted(

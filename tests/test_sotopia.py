@@ -1,4 +1,6 @@
-"""Sotopia interop: reading profiles, import to template files, export back, round trips."""
+"""Sotopia interop on the database-shaped fixture: reading profiles, import to template files,
+export back, round trips. The other shapes Sotopia writes, pairings, personalities and goal tags
+are in test_sotopia_shapes.py."""
 
 from __future__ import annotations
 
@@ -23,9 +25,11 @@ from culturesim.scenarios.sotopia import (
     export_sotopia,
     import_environment,
     import_sotopia,
+    read_sotopia,
     read_sotopia_file,
     relationship_code,
     slugify,
+    split_goal,
 )
 from culturesim.scenarios.templates import (
     ScenarioLibrary,
@@ -37,7 +41,8 @@ from culturesim.scenarios.templates import (
 FIXTURES = Path(__file__).parent / "fixtures" / "sotopia"
 ENVIRONMENTS = FIXTURES / "environments.json"
 AGENTS = FIXTURES / "agents.jsonl"
-IDS = ["scratched_camera_lens", "template_night_part_2", "family_dinner_seating"]
+# Named from the codename and the tail of the record's id; the last record has no id.
+IDS = ["scratched_camera_lens_r1s5t0wa", "template_night_part_2_r1s5t0wb", "family_dinner_seating"]
 
 
 def raw_environments() -> list[dict[str, Any]]:
@@ -115,11 +120,10 @@ def test_strict_types_are_not_coerced(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "field", "words"),
     [
-        ({"mood": "tense"}, "mood", "no such field"),
         ({"relationship": 7}, "relationship", "5 family_member"),
         ({"relationship": True}, "relationship", "RelationshipType"),
         ({"agent_goals": ["only one goal"]}, "agent_goals", "at least two"),
-        ({"age_constraint": "[(18, 70)]"}, "age_constraint", "one (min, max) per agent"),
+        ({"age_constraint": "[(18, 70), (18, 70), (18, 70)]"}, "age_constraint", "only 2 goals"),
         ({"age_constraint": "eighteen to seventy"}, "age_constraint", "(min, max) pairs"),
         ({"scenario": None}, "scenario", "expected str"),
     ],
@@ -142,14 +146,25 @@ def test_bad_environment_records_name_file_record_and_field(
 
 def test_bad_agent_line_in_jsonl_names_the_line(tmp_path: Path) -> None:
     lines = AGENTS.read_text(encoding="utf-8").splitlines()
-    lines[2] = json.dumps({**json.loads(lines[2]), "hobby": "chess"})
+    lines[2] = json.dumps({**json.loads(lines[2]), "moral_values": "Care"})
     path = tmp_path / "agents.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     with pytest.raises(SotopiaError) as caught:
         read_sotopia_file(path, "agent")
     message = str(caught.value)
     assert str(path) in message and "line 3" in message and "'Ren'" in message
-    assert "field 'hobby'" in message and "no such field" in message
+    assert "field 'moral_values'" in message and "list" in message
+
+
+def test_unknown_fields_are_kept_with_a_warning(tmp_path: Path) -> None:
+    records = raw_environments()
+    records[1] = {**records[1], "mood": "tense"}
+    path = write_json(tmp_path / "envs.json", records)
+    result = read_sotopia(path, "environment")
+    assert len(result.records) == 3 and not result.skipped
+    assert result.records[1].record.unknown_fields == {"mood": "tense"}
+    (warning,) = result.warnings
+    assert "item [1]" in warning and "field 'mood'" in warning and "kept" in warning
 
 
 def test_broken_json_names_the_file_and_position(tmp_path: Path) -> None:
@@ -198,11 +213,14 @@ def test_import_writes_valid_templates_with_mapped_fields(imported: Path) -> Non
 
 
 def test_import_without_agents_uses_age_constraint_only(tmp_path: Path) -> None:
-    paths = import_sotopia(ENVIRONMENTS, out_dir=tmp_path)
+    paths = import_sotopia(ENVIRONMENTS, out_dir=tmp_path).written
     night = load_template_file(paths[1])
     assert [p.persona.age for p in night.participants] == [(25, 40), (30, 60)]
     assert all(p.persona.name is None for p in night.participants)
     assert not any(line.startswith("## secret") for line in night.body.splitlines())
+    # Without agents a goal's tagged text is still the role's private information.
+    camera = load_template_file(paths[0])
+    assert "## secret agent1\nPrivate information: A repair shop quoted" in camera.body
 
 
 def test_imported_templates_render_for_several_cultures(
@@ -217,19 +235,28 @@ def test_imported_templates_render_for_several_cultures(
             scenario = library.render(template, cultures[code], cast_for(template, cultures[code]))
             assert scenario.setting == normalized(environment["scenario"])
             assert [r.goal for r in scenario.roles] == [
-                normalized(g) for g in environment["agent_goals"]
+                normalized(split_goal(g).text) for g in environment["agent_goals"]
             ]
             assert scenario.culture == code and scenario.turn_limit == 20
     dinner = library.get("family_dinner_seating")
     scenario = library.render(dinner, cultures["JPN"], cast_for(dinner, cultures["JPN"]))
     assert [r.secret for r in scenario.roles] == [agents[0]["secret"], ""]
+    camera = library.get(IDS[0])
+    scenario = library.render(camera, cultures["USA"], cast_for(camera, cultures["USA"]))
+    assert scenario.roles[0].goal == (
+        "Get your friend to pay for the lens repair without straining the friendship"
+    )
+    assert scenario.roles[0].secret == (
+        f"{agents[0]['secret']} Private information: A repair shop quoted about 300 dollars."
+    )
+    assert scenario.roles[1].secret == "Strategy hint: You could offer help that is not money."
 
 
 def test_jinja_markup_in_sotopia_text_renders_verbatim(
     imported: Path, cultures: dict[str, Culture]
 ) -> None:
     library = library_over(imported)
-    night = library.get("template_night_part_2")
+    night = library.get(IDS[1])
     scenario = library.render(night, cultures["USA"], cast_for(night, cultures["USA"]))
     for piece in (
         "{{ x }} is replaced",
@@ -246,26 +273,41 @@ def test_jinja_markup_in_sotopia_text_renders_verbatim(
 
 
 def test_import_refuses_to_overwrite_unless_asked(imported: Path) -> None:
-    target = imported / "scratched_camera_lens.scenario.jinja2"
+    target = imported / f"{IDS[0]}.scenario.jinja2"
     target.write_text("my local edits", encoding="utf-8")
     with pytest.raises(SotopiaError) as caught:
         import_sotopia(ENVIRONMENTS, AGENTS, out_dir=imported)
     assert str(target) in str(caught.value) and "overwrite" in str(caught.value)
     assert target.read_text(encoding="utf-8") == "my local edits"
 
-    paths = import_sotopia(ENVIRONMENTS, AGENTS, out_dir=imported, overwrite=True)
+    paths = import_sotopia(ENVIRONMENTS, AGENTS, out_dir=imported, overwrite=True).written
     assert target in paths
-    assert load_template_file(target).id == "scratched_camera_lens"
+    assert load_template_file(target).id == IDS[0]
     assert not any(p.name.startswith(".sotopia-import") for p in imported.iterdir())
 
 
 def test_duplicate_and_unusable_codenames_get_distinct_ids(tmp_path: Path) -> None:
     first = raw_environments()[0]
-    records = [first, {**first, "pk": "other"}, {**first, "codename": "雨の日"}]
+    records = [first, {**first, "pk": "other"}, {**first, "codename": "雨の日", "pk": "third"}]
     paths = import_sotopia(write_json(tmp_path / "e.json", records), out_dir=tmp_path / "out")
-    ids = [load_template_file(p).id for p in paths]
-    assert ids[:2] == ["scratched_camera_lens", "scratched_camera_lens_2"]
-    assert ids[2].startswith("sotopia_") and len(set(ids)) == 3
+    ids = [load_template_file(p).id for p in paths.written]
+    assert ids == [IDS[0], "scratched_camera_lens_other", "sotopia_third"]
+
+
+def test_clashing_ids_are_numbered_by_content_not_file_order(tmp_path: Path) -> None:
+    """Records without ids and with one codename are told apart the same way in any order."""
+    dinner = raw_environments()[2]
+    twins = [dinner, {**dinner, "relationship": 3}]
+    names = []
+    for order, records in (("a", twins), ("b", twins[::-1])):
+        out = tmp_path / order
+        import_sotopia(write_json(tmp_path / f"{order}.json", records), out_dir=out)
+        names.append({p.name: p.read_text(encoding="utf-8") for p in out.iterdir()})
+    assert sorted(names[0]) == [
+        "family_dinner_seating.scenario.jinja2",
+        "family_dinner_seating_2.scenario.jinja2",
+    ]
+    assert names[0] == names[1]
 
 
 def test_slugify_and_relationship_words() -> None:
@@ -299,11 +341,11 @@ def test_import_then_export_reproduces_every_field(imported: Path, tmp_path: Pat
     templates = library.select(IDS)
     casts = [raw_agents()[i % 4] for i in range(6)]  # the assignment rule: in order, wrapping
     for template, environment, index in zip(templates, raw_environments(), range(3), strict=True):
-        assert export_environment(template, library) == environment
-        assert export_agents(template, library) == casts[2 * index : 2 * index + 2]
+        assert export_environment(template, library, shape="db") == environment
+        assert export_agents(template, library, shape="db") == casts[2 * index : 2 * index + 2]
 
     out, agents_out = tmp_path / "envs.jsonl", tmp_path / "agents.jsonl"
-    written = export_sotopia(templates, out, agents_path=agents_out, library=library)
+    written = export_sotopia(templates, out, agents_path=agents_out, library=library, shape="db")
     assert written == raw_environments()
     assert [json.loads(line) for line in out.read_text().splitlines()] == raw_environments()
     assert [json.loads(line) for line in agents_out.read_text().splitlines()] == casts
@@ -314,7 +356,8 @@ def test_round_trip_without_agents_and_for_any_render_culture(imported: Path) ->
     for template_id, environment in zip(IDS, raw_environments(), strict=True):
         template = library.get(template_id)
         for culture in ("USA", "CHN"):
-            assert export_environment(template, library, culture=culture, seed=7) == environment
+            exported = export_environment(template, library, culture=culture, seed=7, shape="db")
+            assert exported == environment
 
 
 def test_export_reimport_export_is_stable(imported: Path, tmp_path: Path) -> None:
@@ -330,21 +373,22 @@ def test_export_reimport_export_is_stable(imported: Path, tmp_path: Path) -> Non
 
 
 def test_edited_fields_are_exported_from_the_template(imported: Path) -> None:
-    path = imported / "scratched_camera_lens.scenario.jinja2"
+    path = imported / f"{IDS[0]}.scenario.jinja2"
     text = path.read_text(encoding="utf-8")
     text = text.replace("in a quiet cafe", "in a noisy bar", 1)
     text = text.replace("relationship: friends", "relationship: siblings", 1)
-    text = text.replace("id: scratched_camera_lens", "id: scratched_camera_lens_bar", 1)
+    text = text.replace(f"id: {IDS[0]}", "id: scratched_camera_lens_bar", 1)
     path.write_text(text, encoding="utf-8")
     library = library_over(imported)
     template = library.get("scratched_camera_lens_bar")
     original = raw_environments()[0]
 
-    exported = export_environment(template, library)
+    exported = export_environment(template, library, shape="db")
     assert "noisy bar" in exported["scenario"] and "cafe" not in exported["scenario"]
     assert exported["relationship"] == 5
     assert exported["codename"] == "scratched_camera_lens_bar"
     assert "pk" not in exported  # a renamed variant must not overwrite the original in Sotopia
+    assert export_environment(template, library)["env_id"] == ""  # nor in the export shape
     # Untouched fields still come back exactly as read, markup included.
     assert exported["agent_goals"] == original["agent_goals"]
     for key in ("source", "tag", "age_constraint", "occupation_constraint", "agent_constraint"):
@@ -358,9 +402,9 @@ def test_edited_persona_changes_only_its_agent_fields(imported: Path) -> None:
     path.write_text(text.replace("age:\n    - 51\n    - 51", "age:\n    - 60\n    - 65", 1))
     library = library_over(imported)
     template = library.get("family_dinner_seating")
-    exported = export_environment(template, library)
+    exported = export_environment(template, library, shape="db")
     assert exported["age_constraint"] == "[(34, 34), (60, 65)]"
-    agents = export_agents(template, library)
+    agents = export_agents(template, library, shape="db")
     assert 60 <= agents[1]["age"] <= 65
     assert {k: v for k, v in agents[1].items() if k != "age"} == {
         k: v for k, v in raw_agents()[1].items() if k != "age"
@@ -396,7 +440,14 @@ def native(tmp_path: Path) -> ScenarioLibrary:
 def test_native_template_exports_rendered_text(native: ScenarioLibrary) -> None:
     exported = export_environment(native.get("borrow_money"), native)
     assert exported["codename"] == "borrow_money" and exported["source"] == "culturesim"
-    assert exported["relationship"] == 5
+    # The export shape, as Sotopia's JSONL loader reads it: every key, the id empty (new record).
+    assert list(exported)[:9] == [
+        "env_id", "codename", "source", "scenario", "agent_goals", "relationship",
+        "age_constraint", "occupation_constraint", "agent_constraint",
+    ]  # fmt: skip
+    assert exported["env_id"] == "" and exported["relationship"] == "5"
+    assert exported["agent_constraint"] == "none"
+    assert export_environment(native.get("borrow_money"), native, shape="db")["relationship"] == 5
     assert exported["age_constraint"] == "[(24, 40), (48, 72)]"
     assert "3000 in local currency" in exported["scenario"]
     assert len(exported["agent_goals"]) == 2
@@ -409,14 +460,14 @@ def test_native_template_exports_rendered_text(native: ScenarioLibrary) -> None:
     assert all(name in exported["scenario"] for name in names)
 
     meeting = export_environment(native.get("community_meeting"), native, culture="JPN")
-    assert len(meeting["agent_goals"]) == 4 and meeting["relationship"] == 2
+    assert len(meeting["agent_goals"]) == 4 and meeting["relationship"] == "2"
 
 
 def test_native_export_imports_back(native: ScenarioLibrary, tmp_path: Path) -> None:
     templates = native.select("all")
     envs, agents = tmp_path / "envs.jsonl", tmp_path / "agents.jsonl"
     written = export_sotopia(templates, envs, agents_path=agents, library=native)
-    paths = import_sotopia(envs, agents, out_dir=tmp_path / "back")
+    paths = import_sotopia(envs, agents, out_dir=tmp_path / "back").written
     back = library_over(tmp_path / "back")
     assert [load_template_file(p).id for p in paths] == ["borrow_money", "community_meeting"]
     for template, environment in zip(back.select("all"), written, strict=True):

@@ -417,25 +417,82 @@ def generate(
 @import_app.command("sotopia")
 def import_sotopia_command(
     environments: Annotated[
-        Path, typer.Argument(help="Sotopia environment profiles (JSON/JSONL).")
+        Path,
+        typer.Argument(
+            help="Sotopia EnvironmentProfiles: a JSON/JSONL file (its export or a database "
+            "dump) or a folder of them (its local storage, one file per record)."
+        ),
     ],
     out: Annotated[Path, typer.Option(help="Folder for the culturesim templates.")],
     agents: Annotated[
-        Path | None, typer.Option(help="Sotopia agent profiles (JSON/JSONL), dealt in order.")
+        Path | None,
+        typer.Option(
+            help="Sotopia AgentProfiles (file or folder); dealt in order without --combos."
+        ),
+    ] = None,
+    combos: Annotated[
+        Path | None,
+        typer.Option(
+            help="Sotopia environment-agent pairings (EnvAgentComboStorage: env_id, agent_ids); "
+            "one template per pairing."
+        ),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace existing template files.")] = False,
+    strict: Annotated[
+        bool, typer.Option(help="Refuse the whole import at the first invalid record.")
+    ] = False,
 ) -> None:
-    """Read Sotopia EnvironmentProfiles (and AgentProfiles) as culturesim templates."""
+    """Read Sotopia EnvironmentProfiles (with AgentProfiles and pairings) as culturesim
+    templates; invalid records are skipped and counted (--strict refuses them)."""
     from culturesim.scenarios.sotopia import import_sotopia
 
     with door():
-        written = import_sotopia(environments, agents, out_dir=out, overwrite=overwrite)
-    for path in written:
-        console.print(f"wrote {path}", markup=False)
-    console.print(
-        f"{len(written)} template(s); check them with `culturesim scenarios check {out}`",
-        markup=False,
-    )
+        report = import_sotopia(
+            environments,
+            agents,
+            out_dir=out,
+            combos_path=combos,
+            overwrite=overwrite,
+            strict=strict,
+        )
+    _print_report(report.summary(), bool(report.written), out)
+
+
+@import_app.command("clca")
+def import_clca_command(
+    scenarios: Annotated[
+        Path, typer.Argument(help="CLCA role-play scenarios, one JSON object a line.")
+    ],
+    out: Annotated[Path, typer.Option(help="Folder for the culturesim templates.")],
+    overwrite: Annotated[bool, typer.Option(help="Replace existing template files.")] = False,
+    strict: Annotated[
+        bool, typer.Option(help="Refuse the whole import at the first invalid record.")
+    ] = False,
+    culture_dirs: CultureDirOption = None,
+) -> None:
+    """Read CLCA's scenarios (culture, setting, persona, person1/person2 with background,
+    occupation, goal, secrets) as culturesim templates pinned to their culture."""
+    from culturesim.scenarios.sotopia import import_clca
+
+    with door():
+        report = import_clca(
+            scenarios,
+            out_dir=out,
+            culture_dirs=culture_dirs or [],
+            overwrite=overwrite,
+            strict=strict,
+        )
+    _print_report(report.summary(), bool(report.written), out)
+
+
+def _print_report(lines: list[str], imported: bool, out: Path) -> None:
+    """An import's summary; exits non-zero only when nothing was imported."""
+    for line in lines:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    if not imported:
+        console.print("nothing imported", markup=False)
+        raise typer.Exit(code=1)
+    console.print(f"check them with `culturesim scenarios check {out}`", markup=False)
 
 
 @export_app.command("sotopia")
@@ -449,16 +506,33 @@ def export_sotopia_command(
     ] = None,
     culture: Annotated[str, typer.Option(help="Culture the scenarios are rendered for.")] = "USA",
     seed: Annotated[int, typer.Option()] = 0,
+    shape: Annotated[
+        str,
+        typer.Option(
+            help="export: what Sotopia's JSONL loaders read (env_id, agent_id); db: its "
+            "database shape (pk)."
+        ),
+    ] = "export",
     dirs: DirsOption = None,
 ) -> None:
     """Write scenarios as Sotopia EnvironmentProfiles, so one scenario runs in both tools."""
-    from culturesim.scenarios.sotopia import export_sotopia
+    from culturesim.scenarios.sotopia import SHAPES, export_sotopia
     from culturesim.scenarios.templates import ScenarioLibrary
 
     with door():
+        if shape not in SHAPES:
+            raise ValueError(f"--shape {shape!r}: use {' or '.join(SHAPES)}")
         library = ScenarioLibrary(dirs or [])
         templates = library.select(select)
         rows = export_sotopia(
-            templates, out, agents_path=agents, library=library, culture=culture, seed=seed
+            templates,
+            out,
+            agents_path=agents,
+            library=library,
+            culture=culture,
+            seed=seed,
+            shape=shape,
         )
-    console.print(f"wrote {len(rows)} environment profile(s) to {out}", markup=False)
+    console.print(
+        f"wrote {len(rows)} environment profile(s) to {out} ({shape} shape)", markup=False
+    )

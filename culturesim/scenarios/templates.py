@@ -155,6 +155,11 @@ class ScenarioTemplate(BaseModel):
     cultures: Literal["all"] | tuple[str, ...] = "all"
     tags: tuple[str, ...] = ()
     graph: GraphSpec | None = None
+    extra: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fields of another tool's record (an imported Sotopia profile's own) that "
+        "culturesim has no place for; kept so they are seen and given back on export",
+    )
     path: str = ""
     body: str = ""
     body_offset: int = 0
