@@ -542,3 +542,17 @@ def test_missing_values_written_as_nan_or_null_read_as_the_defaults() -> None:
     assert agent.model_id == ""
     with pytest.raises(ValueError, match="first_name"):
         AgentProfile.model_validate({"first_name": None, "last_name": "Obi"})
+
+
+def test_a_key_value_dump_is_opened_into_its_records(tmp_path: Path) -> None:
+    records = concatenated(REDIS / "agents.json")
+    dump = {f"sotopia.database.persistent_profile.AgentProfile:{r['pk']}": r for r in records}
+    path = tmp_path / "dump.json"
+    path.write_text(json.dumps(dump, indent=2), encoding="utf-8")
+    result = read_sotopia(path, "agent")
+    assert [a.record.first_name for a in result.records] == ["Keanu", "Ingrid"]
+    assert "key 'sotopia.database.persistent_profile.AgentProfile:01H6" in result.records[0].where
+    # A single record is not mistaken for a dump of them.
+    single = tmp_path / "one.json"
+    single.write_text(json.dumps(records[0]), encoding="utf-8")
+    assert read_sotopia(single, "agent").records[0].record.first_name == "Keanu"

@@ -4,6 +4,7 @@ Where Sotopia data comes from, and what is read:
     a JSON file            one record object, or a list of them
     a JSON Lines file      one record per line (Sotopia's JSONL export)
     concatenated JSON      objects one after another, pretty-printed or not (a Redis dump)
+    a key-value dump       one object mapping each Redis key to its record
     a folder               every .json / .jsonl / .ndjson file in it, in name order; Sotopia's
                            local storage keeps one file per record under
                            `<data>/EnvironmentProfile/`, `<data>/AgentProfile/` and
@@ -90,7 +91,7 @@ def read_sotopia(path: str | Path, kind: Kind, *, strict: bool = False) -> ReadR
         objects, problems = raw_records(file)
         for problem in problems:
             _skip(result, problem, strict)
-        for raw, where in objects:
+        for raw, where in _keyed_records(objects, kind):
             outcome = _validate(kind, raw, file, where)
             if isinstance(outcome, Skipped):
                 _skip(result, outcome, strict)
@@ -116,6 +117,27 @@ def read_sotopia_file(path: str | Path, kind: Literal["combo"]) -> list[EnvAgent
 def read_sotopia_file(path: str | Path, kind: Kind) -> list[Any]:
     """Every record of a file or folder, refusing it at the first invalid record."""
     return [located.record for located in read_sotopia(path, kind, strict=True).records]
+
+
+def _keyed_records(objects: list[tuple[Any, str]], kind: Kind) -> list[tuple[Any, str]]:
+    """Records as read, with a key-value dump (`{"EnvironmentProfile:01H...": {...}, ...}`, as
+    Redis dump tools write one) opened into its records: an object none of whose keys is a
+    field of the record and all of whose values are objects."""
+    fields = set(MODELS[kind].model_fields) | set(MODELS[kind].id_names)
+    opened: list[tuple[Any, str]] = []
+    for raw, where in objects:
+        keyed = (
+            isinstance(raw, dict)
+            and raw
+            and not fields & set(raw)
+            and all(isinstance(value, dict) for value in raw.values())
+        )
+        if not keyed:
+            opened.append((raw, where))
+            continue
+        prefix = f"{where}, " if where else ""
+        opened += [(value, f"{prefix}key {key!r}") for key, value in raw.items()]
+    return opened
 
 
 def _skip(result: ReadResult[Any], skipped: Skipped, strict: bool) -> None:
