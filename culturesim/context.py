@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 from rich.console import Console
 
-from culturesim.models.base import LanguageModel
+from culturesim.models.base import LanguageModel, find_in_chain
 from culturesim.models.metering import MeteredModel, Usage, UsageMeter
 from culturesim.prompt_library import PromptLibrary
 from culturesim.records import Culture
@@ -154,26 +154,39 @@ class ModelFactory:
         self,
         meter: UsageMeter | None = None,
         builder: Callable[..., LanguageModel] | None = None,
+        log_dir: Path | None = None,
     ) -> None:
+        """`log_dir` keeps the logs of servers the factory starts (vllm:) with the run."""
         self.meter = meter or UsageMeter()
         self._builder = builder
+        self.log_dir = log_dir
         self._models: dict[tuple[str, str | None], LanguageModel] = {}
+        self._provided: set[tuple[str, str | None]] = set()
 
     def provide(self, spec: str, model: LanguageModel, adapter: str | Path | None = None) -> None:
         """Serve `model` whenever `spec` (with `adapter`) is asked for."""
         key = (spec, str(adapter) if adapter is not None else None)
         self._models[key] = MeteredModel(model, sink=self.meter)
+        self._provided.add(key)
 
     def get(self, spec: str, adapter: str | Path | None = None) -> LanguageModel:
         key = (spec, str(adapter) if adapter is not None else None)
         if key not in self._models:
-            builder = self._builder
-            if builder is None:
+            if self._builder is not None:
+                built = self._builder(spec, adapter=adapter)
+            else:
                 from culturesim.models.registry import build_model
 
-                builder = build_model
-            self._models[key] = MeteredModel(builder(spec, adapter=adapter), sink=self.meter)
+                built = build_model(spec, adapter=adapter, log_dir=self.log_dir)
+            self._models[key] = MeteredModel(built, sink=self.meter)
         return self._models[key]
+
+    def close(self) -> None:
+        """Close the models built here (a started vLLM server stops); provided ones stay."""
+        for key in [k for k in self._models if k not in self._provided]:
+            close = find_in_chain(self._models.pop(key), "close")
+            if callable(close):
+                close()
 
     def usage(self) -> Usage:
         return self.meter.snapshot()
@@ -182,10 +195,7 @@ class ModelFactory:
         """Prompt tokens read, and how many came from prefix caches, over the models built."""
         read = reused = 0
         for model in self._models.values():
-            inner: Any = model
-            while hasattr(inner, "inner"):
-                inner = inner.inner
-            cache = getattr(inner, "prefix_cache", None)
+            cache = find_in_chain(model, "prefix_cache")
             if cache is not None:
                 read += cache.stats.tokens_read
                 reused += cache.stats.tokens_reused
@@ -216,6 +226,11 @@ class RunContext:
     retry_failed: bool = False
     console: Console = field(default_factory=lambda: Console(emoji=False))
     show_progress: bool = True
+
+    def __post_init__(self) -> None:
+        # A server a stage starts (vllm:) keeps its log with the run it serves.
+        if self.models.log_dir is None:
+            self.models.log_dir = self.layout.root / "logs"
 
     def teacher_adapter(self) -> Path | None:
         """The adapter the teacher stage left in this run, if any."""

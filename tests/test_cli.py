@@ -22,7 +22,7 @@ def test_models_list_json_reports_the_embedded_model() -> None:
     result = runner.invoke(app, ["models", "list", "--json"])
     assert result.exit_code == 0
     backends = {b["name"]: b for b in json.loads(result.output)}
-    assert set(backends) == {"smollm2", "transformers", "openai"}
+    assert set(backends) == {"smollm2", "transformers", "openai", "vllm"}
     assert backends["smollm2"]["available"] is True
 
 

@@ -12,7 +12,7 @@ assistant message is a prefill: the model continues that message.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
 
@@ -94,12 +94,43 @@ class ModelError(RuntimeError):
     """A model could not be built or reached; the message says what to do."""
 
 
+class EngineDied(ModelError):
+    """The inference engine behind a model has stopped for good (its process exited, or the
+    server says its engine failed). Not retried, and not charged to the request that met it:
+    every later call would fail the same way, so a stage stops at once and says why, once."""
+
+
 class ScoringUnsupported(ModelError):
     """The backend cannot give exact log-probabilities for this request."""
 
 
 class Stopped(RuntimeError):
     """The run was stopped (Ctrl-C) before this call finished; nothing of it is kept."""
+
+
+def wrapper_chain(model: object) -> Iterator[object]:
+    """The model and every model it wraps, outermost first.
+
+    Wrappers expose what they wrap as `.inner` (cache, meter, retry, a started server) or
+    `.model` (the Batcher); this is the one place that knows it.
+    """
+    seen: set[int] = set()
+    current: object | None = model
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = getattr(current, "inner", None) or getattr(current, "model", None)
+        if not isinstance(current, LanguageModel):  # a backend's `model` is its own network
+            return
+
+
+def find_in_chain(model: object, attribute: str) -> Any:
+    """The first non-None `attribute` along the wrapper chain, or None."""
+    for layer in wrapper_chain(model):
+        value = getattr(layer, attribute, None)
+        if value is not None:
+            return value
+    return None
 
 
 def stop_running_calls(model: object) -> None:
@@ -110,14 +141,9 @@ def stop_running_calls(model: object) -> None:
     meter, retry) or `.model` (the Batcher); a backend that can end a call early has
     `stop_running()`, and the calls it ends raise `Stopped`.
     """
-    seen: set[int] = set()
-    while model is not None and id(model) not in seen:
-        seen.add(id(model))
-        stop = getattr(model, "stop_running", None)
-        if callable(stop):
-            stop()
-            return
-        model = getattr(model, "inner", None) or getattr(model, "model", None)
+    stop = find_in_chain(model, "stop_running")
+    if callable(stop):
+        stop()
 
 
 def per_prompt_params(

@@ -12,11 +12,16 @@ request is one try and a transient failure (429, 5xx, timeouts, refused connecti
 are not JSON, completions cut off without a finish reason: `retry.TRANSIENT`) is raised as it is.
 A request the server refuses (another 4xx) raises a ModelError that names the URL, unretried.
 
-Scoring needs prompt log-probabilities. For raw-text prompts it asks `/v1/completions` to echo
-the prompt plus candidate with per-token log-probs (vLLM, llama.cpp and `culturesim serve` do).
-For chats it renders the chat template client-side when given a local tokenizer, else it falls
-back to the chat endpoint's top log-probs, which is exact only for one-token candidates; when a
-candidate is not covered it says so instead of guessing.
+Scoring is exact wherever the server lets it be. A server with vLLM's `/tokenize` (which
+applies the model's own chat template) is scored in token ids, the way the in-process engine
+scores: the prompt's ids, each candidate's ids, and the log-probability of each candidate token
+read from the next-token distribution after the prompt plus the candidate's earlier tokens
+(`logprob_token_ids`, which reads prefixes from vLLM's prefix cache; older vLLMs without it get
+the same numbers from `prompt_logprobs`). Elsewhere, raw-text prompts ask `/v1/completions` to
+echo the prompt plus candidate with per-token log-probs (llama.cpp and `culturesim serve` do);
+chats are rendered client-side when a local tokenizer is given, else the chat endpoint's top
+log-probs are read, which is exact only for one-token candidates; when a candidate is not
+covered it says so instead of guessing.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -33,6 +38,7 @@ import openai
 
 from culturesim.models.base import (
     Completion,
+    EngineDied,
     GenerationParams,
     ModelError,
     Prompt,
@@ -42,11 +48,9 @@ from culturesim.models.base import (
 )
 from culturesim.models.retry import TRANSIENT, AsyncRetrier, MalformedResponse
 
-# Re-exported: callers that read an openai model's retry figures import them from here.
-from culturesim.models.retry import RetryLog as RetryLog
-from culturesim.models.retry import retry_log_of as retry_log_of
-
 T = TypeVar("T")
+Node = tuple[int, ...]  # a candidate's token ids read so far
+MAX_TOKEN_IDS_PER_REQUEST = 128  # vLLM's cap on logprob_token_ids
 
 
 @dataclass
@@ -85,7 +89,14 @@ class OpenAIModel:
         top_logprobs: int = 20,
         trip_after: int = 3,
         rest_s: float = 5.0,
+        model_id: str | None = None,
+        send_seeds: bool = True,
+        liveness: Callable[[], None] | None = None,
     ) -> None:
+        """`model_id` names the weights in record ids and cache keys (default: model@first URL);
+        `send_seeds` False leaves seeds out of requests, for servers that cannot honour them;
+        `liveness` is called when a request fails in a way that could be transient, and raises
+        EngineDied when the server behind it is gone for good (a server culturesim started)."""
         self.model = model
         self.base_urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
         if not self.base_urls:
@@ -102,6 +113,12 @@ class OpenAIModel:
         ]
         self.max_concurrency = max_concurrency
         self.top_logprobs = top_logprobs
+        self._model_id = model_id
+        self.send_seeds = send_seeds
+        self.liveness = liveness
+        self._token_api: bool | None = None  # does the server tokenise for us? (probed once)
+        self._token_mode = "logprob_token_ids"  # or "prompt_logprobs" on older vLLMs
+        self._candidate_ids: dict[str, list[int]] = {}
         self.trip_after = trip_after
         self.rest_s = rest_s
         self._tokenizer: Any = None
@@ -117,7 +134,7 @@ class OpenAIModel:
 
     @property
     def model_id(self) -> str:
-        return f"openai:{self.model}@{self.base_urls[0]}"
+        return self._model_id or f"openai:{self.model}@{self.base_urls[0]}"
 
     # ------------------------------------------------------------------ plumbing
 
@@ -166,8 +183,17 @@ class OpenAIModel:
             response = await make_request(replica.client)
             if check is not None:
                 check(response)
-        except TRANSIENT:
+        except TRANSIENT as error:
             self._failed(replica)
+            if self.liveness is not None:
+                self.liveness()  # raises EngineDied when the server is gone for good
+            if isinstance(error, openai.InternalServerError) and "EngineCore" in str(error):
+                raise EngineDied(
+                    f"{replica.url}: the server's inference engine failed ({error.message}). "
+                    "Its log says why; on vLLM's CPU build, per-request seeds with chunked "
+                    "prefill are one known cause: start it with --no-enable-chunked-prefill "
+                    "or add seeds=false to the model spec."
+                ) from error
             raise
         except openai.APIStatusError as error:
             raise ModelError(
@@ -210,7 +236,7 @@ class OpenAIModel:
         }
         if params.stop:
             common["stop"] = list(params.stop)
-        if params.seed is not None:
+        if params.seed is not None and self.send_seeds:
             common["seed"] = params.seed
         if isinstance(prompt, str):
             response = await self._call(
@@ -245,6 +271,13 @@ class OpenAIModel:
     async def _score_all(
         self, prompts: Sequence[Prompt], candidates: Sequence[Sequence[str]]
     ) -> list[list[float]]:
+        if self._tokenizer is None and await self._server_tokenises():
+            return list(
+                await asyncio.gather(
+                    *(self._score_in_tokens(p, c) for p, c in zip(prompts, candidates, strict=True))
+                )
+            )
+
         async def one(prompt: Prompt, options: Sequence[str]) -> list[float]:
             if isinstance(prompt, list) and self._tokenizer is not None:
                 prefill = prompt[-1]["role"] == "assistant"
@@ -320,9 +353,145 @@ class OpenAIModel:
         if missing:
             raise ScoringUnsupported(
                 f"the chat endpoint's top-{self.top_logprobs} log-probs do not cover {missing}; "
-                "pass tokenizer_path so chats are scored exactly through /v1/completions"
+                "add tokenizer=FOLDER (a local copy of the model's tokenizer) to the model spec "
+                "so chats are scored exactly through /v1/completions"
             )
         return [top[o] for o in options]
+
+    # ------------------------------------------------------------------ exact scoring in ids
+
+    def _root_url(self, replica: Replica) -> str:
+        """The server's root, where vLLM serves /tokenize (beside /v1, not under it)."""
+        url = replica.url.rstrip("/")
+        return url[: -len("/v1")] if url.endswith("/v1") else url
+
+    async def _post(self, path: str, body: dict[str, Any]) -> Any:
+        return await self._call(
+            lambda c: c.post(self._root_url(self._replica_of(c)) + path, body=body, cast_to=object)
+        )
+
+    def _replica_of(self, client: Any) -> Replica:
+        return next(r for r in self.replicas if r.client is client)
+
+    async def _server_tokenises(self) -> bool:
+        """Whether the server has vLLM's /tokenize (asked once; a 404 means no)."""
+        if self._token_api is None:
+            try:
+                answer = await self._post("/tokenize", {"prompt": "a", "add_special_tokens": False})
+                self._token_api = isinstance(answer, dict) and isinstance(
+                    answer.get("tokens"), list
+                )
+            except ModelError as error:
+                if not isinstance(error.__cause__, openai.NotFoundError | openai.BadRequestError):
+                    raise
+                self._token_api = False
+        return self._token_api
+
+    async def _prompt_ids(self, prompt: Prompt) -> list[int]:
+        """The prompt's token ids as the in-process engine builds them: a chat through the
+        model's chat template (with the assistant header, or continuing a final assistant
+        message), a raw string with the tokenizer's special tokens."""
+        body: dict[str, Any] = {"model": self.model}
+        if isinstance(prompt, str):
+            body.update(prompt=prompt, add_special_tokens=True)
+        else:
+            prefill = bool(prompt) and prompt[-1]["role"] == "assistant"
+            body.update(
+                messages=[{"role": m["role"], "content": m["content"]} for m in prompt],
+                add_generation_prompt=not prefill,
+                continue_final_message=prefill,
+                add_special_tokens=False,
+            )
+        answer = await self._post("/tokenize", body)
+        return [int(t) for t in answer["tokens"]]
+
+    async def _candidate_token_ids(self, candidate: str) -> list[int]:
+        if candidate not in self._candidate_ids:
+            answer = await self._post(
+                "/tokenize", {"model": self.model, "prompt": candidate, "add_special_tokens": False}
+            )
+            ids = [int(t) for t in answer["tokens"]]
+            if not ids:
+                raise ValueError(f"candidate {candidate!r} encodes to no tokens")
+            self._candidate_ids[candidate] = ids
+        return self._candidate_ids[candidate]
+
+    async def _score_in_tokens(self, prompt: Prompt, options: Sequence[str]) -> list[float]:
+        """log P(candidate | prompt) summed over the candidate's tokens, read at each node of
+        the candidates' token trie (a shared first token is asked for once)."""
+        prompt_ids, encoded = await asyncio.gather(
+            self._prompt_ids(prompt),
+            asyncio.gather(*(self._candidate_token_ids(o) for o in options)),
+        )
+        children: dict[Node, set[int]] = {}
+        for ids in encoded:
+            for j in range(len(ids)):
+                children.setdefault(tuple(ids[:j]), set()).add(ids[j])
+        nodes = list(children)
+        found = await asyncio.gather(
+            *(self._next_token_logprobs(prompt_ids, node, sorted(children[node])) for node in nodes)
+        )
+        logprob_of = dict(zip(nodes, found, strict=True))
+        return [sum(logprob_of[tuple(ids[:j])][ids[j]] for j in range(len(ids))) for ids in encoded]
+
+    async def _next_token_logprobs(
+        self, prompt_ids: list[int], node: Node, wanted: list[int]
+    ) -> dict[int, float]:
+        """log P(token | prompt + node) for each wanted token id."""
+        if self._token_mode == "logprob_token_ids":
+            found: dict[int, float] = {}
+            for start in range(0, len(wanted), MAX_TOKEN_IDS_PER_REQUEST):
+                chunk = wanted[start : start + MAX_TOKEN_IDS_PER_REQUEST]
+                found.update(await self._asked_token_logprobs([*prompt_ids, *node], chunk))
+            if all(t in found for t in wanted):
+                return found
+            self._token_mode = "prompt_logprobs"  # a vLLM that ignores logprob_token_ids
+        values = await asyncio.gather(
+            *(self._prompt_logprob([*prompt_ids, *node, t]) for t in wanted)
+        )
+        return dict(zip(wanted, values, strict=True))
+
+    async def _asked_token_logprobs(self, ids: list[int], wanted: list[int]) -> dict[int, float]:
+        response = await self._call(
+            lambda c: c.completions.create(
+                model=self.model,
+                prompt=ids,
+                max_tokens=1,
+                temperature=0.0,
+                logprobs=0,
+                extra_body={"logprob_token_ids": wanted, "return_tokens_as_token_ids": True},
+            ),
+            _check_choice,
+        )
+        logprobs = response.choices[0].logprobs
+        top = (logprobs.top_logprobs or [{}])[0] if logprobs is not None else {}
+        found: dict[int, float] = {}
+        for key, value in (top or {}).items():
+            if key.startswith("token_id:") and value is not None:
+                found[int(key.removeprefix("token_id:"))] = float(value)
+        return found
+
+    async def _prompt_logprob(self, ids: list[int]) -> float:
+        """log P(last id | the ids before it), from the server's prompt log-probabilities."""
+        response = await self._call(
+            lambda c: c.completions.create(
+                model=self.model,
+                prompt=ids,
+                max_tokens=1,
+                temperature=0.0,
+                extra_body={"prompt_logprobs": 0},
+            ),
+            _check_choice,
+        )
+        rows = getattr(response.choices[0], "prompt_logprobs", None)
+        last = rows[-1] if rows else None
+        entry = last.get(str(ids[-1])) if isinstance(last, dict) else None
+        if entry is None:
+            raise ScoringUnsupported(
+                f"{self.base_urls[0]} has /tokenize but returned no prompt log-probabilities; "
+                "score with the in-process backend or give tokenizer=FOLDER in the spec"
+            )
+        return float(entry["logprob"] if isinstance(entry, dict) else entry)
 
     def close(self) -> None:
         for replica in self.replicas:

@@ -3,11 +3,14 @@
 smollm2                          the embedded SmolLM2-135M-Instruct
 hf:PATH_OR_HUB_ID | ./a/dir      a transformers model (local dir, or hub id with network)
 openai:MODEL@URL[,URL...][?k=v&…] OpenAI-compatible server(s); key from $OPENAI_API_KEY
+vllm:MODEL_OR_PATH[?k=v&…]       a vLLM server that culturesim starts and stops (vllm_server)
 ray:N:SPEC                       N Ray actors, each holding a replica of SPEC
 
 Options after `?` for openai specs: concurrency (requests in flight across all replicas),
 timeout (seconds), retries, backoff (seconds), tokenizer (a local tokenizer folder, for exact
-scoring of chats), api_key_env (the variable holding the key; never the key itself).
+scoring of chats on servers without vLLM's /tokenize), seeds (false: send no per-request
+seeds), api_key_env (the variable holding the key; never the key itself). vllm specs take
+vLLM's own options too; see `vllm_server`.
 """
 
 from __future__ import annotations
@@ -26,7 +29,18 @@ OPENAI_OPTIONS: dict[str, tuple[str, type]] = {
     "backoff": ("backoff_s", float),
     "tokenizer": ("tokenizer_path", str),
     "api_key_env": ("api_key_env", str),
+    "seeds": ("send_seeds", bool),
 }
+
+
+def _option_value(kind: type, value: str) -> Any:
+    if kind is not bool:
+        return kind(value)
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(value)
 
 
 def parse_openai_spec(spec: str) -> tuple[str, list[str], dict[str, Any]]:
@@ -53,7 +67,7 @@ def parse_openai_spec(spec: str) -> tuple[str, list[str], dict[str, Any]]:
             )
         field_name, kind = OPENAI_OPTIONS[key]
         try:
-            options[field_name] = kind(value)
+            options[field_name] = _option_value(kind, value)
         except ValueError as error:
             raise ModelError(f"model spec {spec!r}: {key} must be a {kind.__name__}") from error
     return name, [u for u in urls.split(",") if u], options
@@ -75,8 +89,13 @@ def build_model(
     merge_adapter: bool = False,
     device: str | None = None,
     cache_path: str | Path | None = None,
+    log_dir: Path | None = None,
 ) -> LanguageModel:
-    """Make the model a spec names, optionally behind a persistent response cache."""
+    """Make the model a spec names, optionally behind a persistent response cache.
+
+    `log_dir` is where a server culturesim starts (vllm:) keeps its log: the run directory's
+    `logs/` inside a run, else culturesim's cache folder.
+    """
     model: LanguageModel
     if spec.startswith("ray:"):
         from culturesim.models.pool import pool_from_spec
@@ -96,6 +115,15 @@ def build_model(
             adapter=adapter,
             merge_adapter=merge_adapter,
         )
+    elif spec.startswith("vllm:"):
+        from culturesim.models.vllm_server import VLLMModel, parse_vllm_spec
+
+        if adapter is not None:
+            raise ModelError(
+                "adapters are not yet passed to a started vLLM (it would need --enable-lora and "
+                "--lora-modules); evaluate adapters with the in-process backend"
+            )
+        model = VLLMModel(parse_vllm_spec(spec), log_dir=log_dir)
     elif spec.startswith("openai:"):
         from culturesim.models.openai_backend import OpenAIModel
         from culturesim.models.retry import RetryingModel
@@ -115,7 +143,7 @@ def build_model(
         if not spec.startswith("hf:") and not Path(path).exists():
             raise ModelError(
                 f"unknown model {spec!r}: use `smollm2`, a local model directory, "
-                "hf:HUB_ID, or openai:MODEL@URL (see `culturesim models list`)"
+                "hf:HUB_ID, openai:MODEL@URL or vllm:MODEL (see `culturesim models list`)"
             )
         try:
             model = TransformersModel.from_pretrained(
@@ -158,6 +186,7 @@ def list_backends() -> list[BackendInfo]:
             True,
             "batched generation and exact scoring",
         ),
+        _vllm_backend(),
         BackendInfo(
             "openai",
             "openai:MODEL@URL[,URL...]",
@@ -166,3 +195,20 @@ def list_backends() -> list[BackendInfo]:
             "key from $OPENAI_API_KEY",
         ),
     ]
+
+
+def _vllm_backend() -> BackendInfo:
+    from culturesim.models.vllm_server import vllm_python
+
+    try:
+        python = vllm_python()
+        ready, detail = True, f"vLLM at {python}"
+    except ModelError as error:
+        ready, detail = False, str(error)
+    return BackendInfo(
+        "vllm",
+        "vllm:MODEL_OR_PATH[?options]",
+        "a vLLM server culturesim starts, watches and stops (make vllm installs it)",
+        ready,
+        detail,
+    )

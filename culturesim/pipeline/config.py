@@ -120,7 +120,7 @@ INPUT_PATHS: dict[str | None, tuple[str, ...]] = {
     "corpus": ("eval_questions",),
     "evaluate": ("survey_dir",),
 }
-_NOT_A_PATH = ("smollm2", "teacher", "hf:", "openai:", "ray:")
+_NOT_A_PATH = ("smollm2", "teacher", "hf:", "openai:", "vllm:", "ray:")
 
 
 def resolve_input_paths(data: dict[str, Any], folder: Path) -> dict[str, Any]:

@@ -140,6 +140,16 @@ def input_problems(config: RunConfig) -> list[str]:
         spec = getattr(config.models, role)
         if spec is None or spec.startswith(("hf:", "openai:", "ray:")):
             continue
+        if spec.startswith("vllm:"):
+            from culturesim.models.base import ModelError
+            from culturesim.models.vllm_server import VLLMSpec, parse_vllm_spec, vllm_python
+
+            try:
+                parsed: VLLMSpec = parse_vllm_spec(spec)
+                vllm_python(parsed.launch.get("python"))
+            except ModelError as error:
+                problems.append(f"models.{role}: {error}")
+            continue
         if spec == "teacher":
             if config.teacher is None and role != "base":
                 problems.append(
@@ -156,7 +166,7 @@ def input_problems(config: RunConfig) -> list[str]:
         elif not Path(spec).exists():
             problems.append(
                 f"models.{role}: {spec!r} is neither a known backend nor a local model folder "
-                "(use smollm2, PATH, hf:ID, openai:MODEL@URL or ray:N:SPEC)"
+                "(use smollm2, PATH, hf:ID, openai:MODEL@URL, vllm:MODEL or ray:N:SPEC)"
             )
     return problems
 

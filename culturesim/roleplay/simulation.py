@@ -26,7 +26,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from culturesim.models.base import LanguageModel
+from culturesim.models.base import EngineDied, LanguageModel
 from culturesim.models.batcher import Batcher
 from culturesim.models.metering import MeteredModel
 from culturesim.models.progress import ModelRateColumn
@@ -176,6 +176,12 @@ class Simulator:
                     episode, k = futures[future]
                     try:
                         dialogue = future.result()
+                    except EngineDied:
+                        # Every later call would fail the same way: stop now, keep what is
+                        # written, and let the error say once why (not once per dialogue).
+                        batcher.abort()
+                        pool.shutdown(wait=True, cancel_futures=True)
+                        raise
                     except Exception as error:  # recorded as failed; the run goes on
                         failure = {
                             "dialogue_id": self.dialogue_id(episode, k),

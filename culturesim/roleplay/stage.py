@@ -77,7 +77,7 @@ def _user_cultures(section: SimulateSection) -> dict[str, Culture]:
 def run(section: SimulateSection, ctx: RunContext) -> StageResult:
     """Simulate every dialogue not yet written; failed ones are listed and the stage goes on."""
     from culturesim.models.cache import CachedModel
-    from culturesim.models.openai_backend import retry_log_of
+    from culturesim.models.retry import retry_log_of
     from culturesim.roleplay.conversation import RolePlaySettings
     from culturesim.roleplay.simulation import SimulationSettings, Simulator
     from culturesim.store import RunStore
