@@ -146,12 +146,17 @@ class RunStore:
 
     @classmethod
     def open(
-        cls, root: str | Path, config: dict[str, Any] | None = None, seed: int = 0
+        cls,
+        root: str | Path,
+        config: dict[str, Any] | None = None,
+        seed: int = 0,
+        notes: dict[str, Any] | None = None,
     ) -> RunStore:
         """Create a run directory, or reopen one made with the same config and seed.
 
         Reopening with a different config is refused, naming the differing fields, since mixing
-        two configs' records in one run would make its lineage a lie.
+        two configs' records in one run would make its lineage a lie. `notes` are written into a
+        new manifest for readers (what reproducibility each model gives) and never compared.
         """
         store = cls(root)
         store.root.mkdir(parents=True, exist_ok=True)
@@ -168,7 +173,7 @@ class RunStore:
             if differing and not store.holds_records():
                 # A first attempt that failed before writing anything locks nothing.
                 store.manifest_path.unlink()
-                return cls.open(root, config, seed)
+                return cls.open(root, config, seed, notes)
             if differing:
                 raise ManifestMismatch(
                     f"{store.manifest_path} was written for another config "
@@ -182,6 +187,7 @@ class RunStore:
             "config": clean,
             "versions": package_versions(),
             "git_commit": git_commit(),
+            **(notes or {}),
         }
         staging = store.manifest_path.with_suffix(".json.tmp")
         staging.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -10,9 +10,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from culturesim.models.base import GenerationParams, ModelError, ScoringUnsupported
-from culturesim.models.openai_backend import OpenAIModel, retry_log_of
+from culturesim.models.openai_backend import OpenAIModel
 from culturesim.models.registry import build_model
-from culturesim.models.retry import RetryingModel
+from culturesim.models.retry import RetryingModel, retry_log_of
 from culturesim.models.server import create_app
 from culturesim.models.transformers_backend import TransformersModel
 from tests.helpers import free_port, running

@@ -169,12 +169,10 @@ def test_waits_grow_exponentially_with_jitter_between_half_and_all_capped() -> N
 
 
 def test_retry_log_of_looks_through_wrappers(tmp_path: Path) -> None:
-    from culturesim.models import openai_backend
 
     retrying = RetryingModel(ScriptedModel())
     stacked = CachedModel(MeteredModel(retrying), tmp_path / "cache.sqlite")
     assert retry_log_of(stacked) is retrying.log
-    assert openai_backend.retry_log_of(stacked) is retrying.log  # the old import still works
     assert retry_log_of(ScriptedModel()) is None and retry_log_of(None) is None
     stacked.close()
 

@@ -235,6 +235,8 @@ def test_every_stage_runs_through_vllm(
     assert len(answers) == 3 * len(questions)
     assert all(abs(sum(a.distribution) - 1) < 1e-3 and (a.label_mass or 0) > 0.2 for a in answers)
     assert len([i for i in store.read(Instance) if i.rule == "jsd"]) == 2 * len(questions)
+    usage = ctx.models.usage()
+    assert usage.prompt_tokens > 0 and usage.completion_tokens > 0, "scores are metered too"
 
     # judge, score mode then generate mode, over the same dialogues and instances
     for mode in ("score", "generate"):

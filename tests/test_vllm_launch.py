@@ -82,6 +82,7 @@ def test_cpu_build_turns_chunked_prefill_off_so_seeds_cannot_crash_the_engine(
     assert arguments[arguments.index("--dtype") + 1] == "float32"
     assert arguments[arguments.index("--kv-cache-memory-bytes") + 1] == str(2 << 30)
     assert arguments[arguments.index("--port") + 1] == "8123"
+    assert arguments[arguments.index("--block-size") + 1] == "32"
     assert plan.send_seeds and plan.reproducibility.startswith("seeded")
 
     chunked = _plan_on("cpu", monkeypatch, f"vllm:{tmp_path}?chunked_prefill=true")
@@ -214,3 +215,21 @@ def test_the_guard_passes_on_how_the_server_ended() -> None:
     finally:
         assert guard.stdin is not None
         guard.stdin.close()
+
+
+def test_the_manifest_says_what_reproducibility_each_model_gives(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from culturesim.models.registry import reproducibility
+    from culturesim.store import RunStore
+
+    monkeypatch.setattr(vllm_server, "vllm_python", lambda explicit=None: "/v/bin/python")
+    monkeypatch.setattr(vllm_server, "vllm_build", lambda python: "cpu")
+    assert reproducibility(f"vllm:{tmp_path}").startswith("vLLM, seeded")
+    assert "unseeded" in reproducibility(f"vllm:{tmp_path}?chunked_prefill=true")
+    assert "sent no seeds" in reproducibility("openai:m@http://h/v1?seeds=false")
+    assert reproducibility("smollm2").startswith("in-process")
+    notes = {"reproducibility": {"actor": "vllm:x: seeded"}}
+    RunStore.open(tmp_path / "run", {"a": 1}, notes=notes)
+    assert RunStore(tmp_path / "run").manifest()["reproducibility"] == notes["reproducibility"]
+    RunStore.open(tmp_path / "run", {"a": 1}, notes={"reproducibility": {}})  # not compared

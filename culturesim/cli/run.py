@@ -41,6 +41,7 @@ def run(
         choose_stages,
         context_for,
         input_problems,
+        model_reproducibility,
         plan,
         run_stages,
     )
@@ -67,7 +68,12 @@ def run(
     ctx = context_for(settings, models=model_factory(), console=console)
     layout = ctx.layout
     try:
-        RunStore.open(layout.root, {"command": "run", **settings.identity()}, seed=settings.seed)
+        RunStore.open(
+            layout.root,
+            {"command": "run", **settings.identity()},
+            seed=settings.seed,
+            notes={"reproducibility": model_reproducibility(settings)},
+        )
     except ManifestMismatch as error:
         raise fail(str(error)) from error
     (layout.root / "config.yaml").write_text(

@@ -7,7 +7,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from culturesim.models.base import Completion, GenerationParams, LanguageModel, Prompt
+from culturesim.models.base import (
+    Completion,
+    GenerationParams,
+    LanguageModel,
+    Prompt,
+    find_in_chain,
+)
 
 
 @dataclass
@@ -68,7 +74,7 @@ class MeteredModel:
     ) -> list[list[float]]:
         start = time.perf_counter()
         outputs = self.inner.score(prompts, candidates)
-        counter = getattr(self.inner, "count_prompt_tokens", None)
+        counter = find_in_chain(self.inner, "count_prompt_tokens")
         tokens = int(counter(prompts)) if callable(counter) else 0
         with self._lock:
             self.usage.calls += 1

@@ -27,9 +27,11 @@ covered it says so instead of guessing.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -51,6 +53,7 @@ from culturesim.models.retry import TRANSIENT, AsyncRetrier, MalformedResponse
 T = TypeVar("T")
 Node = tuple[int, ...]  # a candidate's token ids read so far
 MAX_TOKEN_IDS_PER_REQUEST = 128  # vLLM's cap on logprob_token_ids
+PROMPT_LENGTHS_KEPT = 4096
 
 
 @dataclass
@@ -119,6 +122,8 @@ class OpenAIModel:
         self._token_api: bool | None = None  # does the server tokenise for us? (probed once)
         self._token_mode = "logprob_token_ids"  # or "prompt_logprobs" on older vLLMs
         self._candidate_ids: dict[str, list[int]] = {}
+        # Token counts of prompts scored in ids, for usage metering (most recent first out).
+        self._prompt_lengths: OrderedDict[str, int] = OrderedDict()
         self.trip_after = trip_after
         self.rest_s = rest_s
         self._tokenizer: Any = None
@@ -403,7 +408,15 @@ class OpenAIModel:
                 add_special_tokens=False,
             )
         answer = await self._post("/tokenize", body)
-        return [int(t) for t in answer["tokens"]]
+        ids = [int(t) for t in answer["tokens"]]
+        self._prompt_lengths[_prompt_key(prompt)] = len(ids)
+        while len(self._prompt_lengths) > PROMPT_LENGTHS_KEPT:
+            self._prompt_lengths.popitem(last=False)
+        return ids
+
+    def count_prompt_tokens(self, prompts: Sequence[Prompt]) -> int:
+        """Tokens of prompts just scored in ids (0 for prompts scored another way)."""
+        return sum(self._prompt_lengths.get(_prompt_key(p), 0) for p in prompts)
 
     async def _candidate_token_ids(self, candidate: str) -> list[int]:
         if candidate not in self._candidate_ids:
@@ -451,17 +464,20 @@ class OpenAIModel:
         )
         return dict(zip(wanted, values, strict=True))
 
-    async def _asked_token_logprobs(self, ids: list[int], wanted: list[int]) -> dict[int, float]:
-        response = await self._call(
+    async def _one_token_after(self, ids: list[int], **options: Any) -> Any:
+        """A one-token greedy completion of a token-id prompt, with extra logprob options."""
+        return await self._call(
             lambda c: c.completions.create(
-                model=self.model,
-                prompt=ids,
-                max_tokens=1,
-                temperature=0.0,
-                logprobs=0,
-                extra_body={"logprob_token_ids": wanted, "return_tokens_as_token_ids": True},
+                model=self.model, prompt=ids, max_tokens=1, temperature=0.0, **options
             ),
             _check_choice,
+        )
+
+    async def _asked_token_logprobs(self, ids: list[int], wanted: list[int]) -> dict[int, float]:
+        response = await self._one_token_after(
+            ids,
+            logprobs=0,
+            extra_body={"logprob_token_ids": wanted, "return_tokens_as_token_ids": True},
         )
         logprobs = response.choices[0].logprobs
         top = (logprobs.top_logprobs or [{}])[0] if logprobs is not None else {}
@@ -473,16 +489,7 @@ class OpenAIModel:
 
     async def _prompt_logprob(self, ids: list[int]) -> float:
         """log P(last id | the ids before it), from the server's prompt log-probabilities."""
-        response = await self._call(
-            lambda c: c.completions.create(
-                model=self.model,
-                prompt=ids,
-                max_tokens=1,
-                temperature=0.0,
-                extra_body={"prompt_logprobs": 0},
-            ),
-            _check_choice,
-        )
+        response = await self._one_token_after(ids, extra_body={"prompt_logprobs": 0})
         rows = getattr(response.choices[0], "prompt_logprobs", None)
         last = rows[-1] if rows else None
         entry = last.get(str(ids[-1])) if isinstance(last, dict) else None
@@ -498,6 +505,10 @@ class OpenAIModel:
             self._run(replica.client.close())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+
+
+def _prompt_key(prompt: Prompt) -> str:
+    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
 
 
 def _check_choice(response: Any) -> None:

@@ -212,3 +212,25 @@ def _vllm_backend() -> BackendInfo:
         ready,
         detail,
     )
+
+
+def reproducibility(spec: str) -> str:
+    """What a rerun of the same run gives back with this model, in words, for the manifest."""
+    if spec.startswith("ray:"):
+        return reproducibility(spec.split(":", 2)[2]) + " (on each Ray actor)"
+    if spec.startswith("vllm:"):
+        from culturesim.models.vllm_server import launch_plan, parse_vllm_spec
+
+        return "vLLM, " + launch_plan(parse_vllm_spec(spec), 0).reproducibility
+    if spec.startswith("openai:"):
+        _, _, options = parse_openai_spec(spec)
+        if options.get("send_seeds") is False:
+            return "a server culturesim does not control, sent no seeds: sampled texts differ"
+        return (
+            "a server culturesim does not control: seeds are sent; whether it honours them is "
+            "the server's (vLLM on CPU with chunked prefill does not: add seeds=false)"
+        )
+    return (
+        "in-process: greedy and seeded sampled texts and scores are identical on a rerun with "
+        "the same versions on the same machine, whatever ran beside them"
+    )

@@ -53,6 +53,7 @@ from culturesim.models.base import (
     LanguageModel,
     ModelError,
     Prompt,
+    wrapper_chain,
 )
 
 T = TypeVar("T")
@@ -260,12 +261,6 @@ class RetryingModel:
 
 
 def retry_log_of(model: Any) -> RetryLog | None:
-    """The RetryLog of the first RetryingModel found looking through wrappers (`.inner`: cache,
-    meter); None when there is none (a local model)."""
-    seen = 0
-    while model is not None and seen < 8:
-        if isinstance(model, RetryingModel):
-            return model.log
-        model = getattr(model, "inner", None)
-        seen += 1
-    return None
+    """The RetryLog of the first RetryingModel along the wrapper chain (cache, meter, a started
+    server); None when there is none (a local model)."""
+    return next((m.log for m in wrapper_chain(model) if isinstance(m, RetryingModel)), None)

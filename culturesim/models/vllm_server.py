@@ -52,6 +52,7 @@ PYTHON_VARIABLE = "CULTURESIM_VLLM_PYTHON"
 API_MODULE = "vllm.entrypoints.openai.api_server"
 GiB = 1 << 30
 CPU_KV_CACHE_GIB = 2.0
+CPU_BLOCK_SIZE = 32
 STARTUP_TIMEOUT_S = 900.0
 DEFAULT_CONCURRENCY = 64
 
@@ -224,6 +225,10 @@ def launch_plan(parsed: VLLMSpec, port: int) -> LaunchPlan:
         server.setdefault("dtype", "float32")
         server.setdefault("kv_cache_gib", CPU_KV_CACHE_GIB)
         server.setdefault("chunked_prefill", False)
+        # vLLM's CPU default is 128-token blocks; culturesim's prompts share shorter prefixes
+        # (a survey style's system prompt, a scene), which 32-token blocks catch: the survey
+        # workload's hit rate rose from 0.14 to 0.54 and it ran 1.8x faster (BENCHMARKS.md).
+        server.setdefault("block_size", CPU_BLOCK_SIZE)
     chunked = server.get("chunked_prefill")
     seeds_safe = not (build == "cpu" and chunked)
     send_seeds = parsed.launch.get("seeds", seeds_safe)

@@ -149,6 +149,9 @@ def input_problems(config: RunConfig) -> list[str]:
                 vllm_python(parsed.launch.get("python"))
             except ModelError as error:
                 problems.append(f"models.{role}: {error}")
+                continue
+            if parsed.model.startswith(("/", ".", "~")) and not Path(parsed.model).exists():
+                problems.append(f"models.{role}: the model folder {parsed.model} does not exist")
             continue
         if spec == "teacher":
             if config.teacher is None and role != "base":
@@ -169,6 +172,18 @@ def input_problems(config: RunConfig) -> list[str]:
                 "(use smollm2, PATH, hf:ID, openai:MODEL@URL, vllm:MODEL or ray:N:SPEC)"
             )
     return problems
+
+
+def model_reproducibility(config: RunConfig) -> dict[str, str]:
+    """Per model role, what a rerun gives back (written into the run's manifest)."""
+    from culturesim.models.registry import reproducibility
+
+    found = {}
+    for role in ("actor", "prober", "answerer", "judge", "base"):
+        spec = getattr(config.models, role)
+        if spec is not None and spec != "teacher":
+            found[role] = f"{spec}: {reproducibility(spec)}"
+    return found
 
 
 def plan(config: RunConfig, stages: Sequence[str], force: bool = False) -> list[PlannedStage]:
