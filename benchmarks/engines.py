@@ -41,17 +41,17 @@ from transformers.utils import logging as hf_logging
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from simulation import INTENT_TOKENS, NEW_TOKENS, TEMPERATURE, TOP_P, episodes_for
 
-from culturesim.evaluation.administer import SurveyPrompter
-from culturesim.evaluation.answering import run_items
-from culturesim.evaluation.survey import load_survey_dir
+from culturesim.agents.roleplay.conversation import RolePlaySettings
+from culturesim.agents.roleplay.simulation import SimulationSettings, Simulator
 from culturesim.models.base import GenerationParams, LanguageModel, find_in_chain
 from culturesim.models.metering import MeteredModel
 from culturesim.models.registry import build_model
 from culturesim.records import Answer, Episode
-from culturesim.roleplay.conversation import RolePlaySettings
-from culturesim.roleplay.simulation import SimulationSettings, Simulator
 from culturesim.scenarios.cultures import load_cultures
 from culturesim.store import RunStore
+from culturesim.survey.administer import SurveyPrompter
+from culturesim.survey.answering import run_items
+from culturesim.survey.questionnaire import load_survey_dir
 
 
 @dataclass

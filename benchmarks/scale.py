@@ -16,11 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from culturesim.agents.roleplay.conversation import RolePlaySettings
+from culturesim.agents.roleplay.ray_shards import simulate_with_ray
+from culturesim.agents.roleplay.simulation import SimulationSettings
 from culturesim.models.ray_cluster import ensure_ray
 from culturesim.records import Dialogue
-from culturesim.roleplay.conversation import RolePlaySettings
-from culturesim.roleplay.ray_shards import simulate_with_ray
-from culturesim.roleplay.simulation import SimulationSettings
 from culturesim.scenarios.cultures import load_cultures
 from culturesim.scenarios.episodes import build_episodes, culture_groups
 from culturesim.scenarios.templates import ScenarioLibrary

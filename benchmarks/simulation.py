@@ -42,13 +42,13 @@ import torch
 from autogen.io.base import IOStream
 from transformers.utils import logging as hf_logging
 
+from culturesim.agents.roleplay.conversation import Conversation, RolePlaySettings
+from culturesim.agents.roleplay.simulation import SimulationSettings, Simulator
 from culturesim.models.base import Completion, GenerationParams, Prompt
 from culturesim.models.registry import build_model
 from culturesim.models.transformers_backend import TransformersModel
 from culturesim.prompt_library import PromptLibrary
 from culturesim.records import Dialogue, Episode
-from culturesim.roleplay.conversation import Conversation, RolePlaySettings
-from culturesim.roleplay.simulation import SimulationSettings, Simulator
 from culturesim.scenarios.cultures import load_cultures
 from culturesim.scenarios.episodes import build_episodes, culture_groups
 from culturesim.scenarios.templates import ScenarioLibrary

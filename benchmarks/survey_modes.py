@@ -16,11 +16,11 @@ from pathlib import Path
 
 from transformers.utils import logging as hf_logging
 
-from culturesim.evaluation.administer import SurveyPrompter, answer_logprob, answer_sampled
-from culturesim.evaluation.scoring import answer_code
-from culturesim.evaluation.survey import load_survey_dir
 from culturesim.models.registry import build_model
 from culturesim.scenarios.cultures import load_cultures
+from culturesim.survey.administer import SurveyPrompter, answer_logprob, answer_sampled
+from culturesim.survey.distributions import answer_code
+from culturesim.survey.questionnaire import load_survey_dir
 
 
 def main() -> None:

@@ -26,17 +26,17 @@ from pathlib import Path
 import torch
 from transformers.utils import logging as hf_logging
 
-from culturesim.evaluation.administer import (
+from culturesim.models.registry import build_model
+from culturesim.models.transformers_backend import TransformersModel
+from culturesim.scenarios.cultures import load_cultures
+from culturesim.survey.administer import (
     DEFAULT_ANSWER_PREFIX,
     SurveyItem,
     SurveyPrompter,
     label_distribution,
 )
-from culturesim.evaluation.answering import run_items
-from culturesim.evaluation.survey import load_survey_dir
-from culturesim.models.registry import build_model
-from culturesim.models.transformers_backend import TransformersModel
-from culturesim.scenarios.cultures import load_cultures
+from culturesim.survey.answering import run_items
+from culturesim.survey.questionnaire import load_survey_dir
 
 
 def naive_scores(

@@ -25,14 +25,14 @@ from pathlib import Path
 from transformers import AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from culturesim.evaluation.administer import SurveyPrompter, answer_logprob
 from culturesim.evaluation.control import compare_models
-from culturesim.evaluation.split import split_survey
-from culturesim.evaluation.survey import load_survey_dir
 from culturesim.models.smollm2 import SMOLLM2_ID, ensure_converted
 from culturesim.models.transformers_backend import TransformersModel
-from culturesim.prober.topics import BUILTIN_TOPICS, load_topics, topic_namer
 from culturesim.scenarios.cultures import load_cultures
+from culturesim.survey.administer import SurveyPrompter, answer_logprob
+from culturesim.survey.questionnaire import load_survey_dir
+from culturesim.survey.split import split_survey
+from culturesim.survey.topics import BUILTIN_TOPICS, load_topics, topic_namer
 from culturesim.training.survey_teacher import TeacherConfig, build_rows, train_teacher
 
 CULTURES = "USA,NGA,CHN,NLD,IND,RUS"

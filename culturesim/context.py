@@ -1,7 +1,7 @@
 """What every stage receives: its settings section's base class, the run context and its result.
 
 A stage is one library function, `run(section, ctx) -> StageResult`, in the package that owns
-it (`culturesim.roleplay.stage`, `culturesim.prober.stage`, …). The section is the stage's only
+it (`culturesim.agents.roleplay.stage`, `culturesim.agents.prober.stage`, …). The section is the stage's only
 schema: the command line and the run config both fill the same pydantic model, so a default is
 written once. The context carries what several stages share: where the run lives, one model
 factory (so a model loaded once serves every stage and every test), the prompt library with the

@@ -120,8 +120,8 @@ def smollm2_dialogues(
 ) -> tuple[Path, int]:
     """A 2-party and a 3-party scene simulated once by SmolLM2 with intents labelled: the run
     directory (copy it before writing to it) and how many intent replies echoed the form."""
-    from culturesim.roleplay.conversation import RolePlaySettings
-    from culturesim.roleplay.simulation import SimulationSettings, Simulator
+    from culturesim.agents.roleplay.conversation import RolePlaySettings
+    from culturesim.agents.roleplay.simulation import SimulationSettings, Simulator
     from culturesim.scenarios.cultures import load_cultures
     from culturesim.scenarios.episodes import build_episodes, culture_groups
     from culturesim.scenarios.templates import ScenarioLibrary

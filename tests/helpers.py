@@ -13,13 +13,13 @@ import uvicorn
 from fastapi import FastAPI
 from typer.testing import CliRunner
 
+from culturesim.agents.judge.judge import Judge, judge_dialogues
+from culturesim.agents.judge.rubrics import load_rubrics
+from culturesim.agents.roleplay.conversation import RolePlaySettings
+from culturesim.agents.roleplay.simulation import SimulationSettings, Simulator
 from culturesim.cli import app
-from culturesim.judge.judge import Judge, judge_dialogues
-from culturesim.judge.rubrics import load_rubrics
 from culturesim.models.base import Prompt
 from culturesim.records import Answer, Dialogue, Episode, Instance, Question
-from culturesim.roleplay.conversation import RolePlaySettings
-from culturesim.roleplay.simulation import SimulationSettings, Simulator
 from culturesim.scenarios.cultures import load_cultures
 from culturesim.scenarios.episodes import build_episodes, culture_groups
 from culturesim.scenarios.templates import ScenarioLibrary

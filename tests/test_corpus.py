@@ -9,10 +9,10 @@ from pathlib import Path
 from datasets import load_from_disk
 from typer.testing import CliRunner
 
+from culturesim.agents.roleplay.conversation import RolePlaySettings
+from culturesim.agents.roleplay.simulation import SimulationSettings, Simulator
 from culturesim.cli import app
 from culturesim.records import Episode
-from culturesim.roleplay.conversation import RolePlaySettings
-from culturesim.roleplay.simulation import SimulationSettings, Simulator
 from culturesim.scenarios.episodes import build_episodes, culture_groups
 from culturesim.scenarios.templates import ScenarioLibrary
 from culturesim.store import RunStore

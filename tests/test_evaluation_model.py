@@ -10,15 +10,15 @@ import pytest
 from typer.testing import CliRunner
 
 from culturesim.cli import app
-from culturesim.evaluation.administer import SurveyPrompter, answer_logprob, answer_sampled
-from culturesim.evaluation.answering import run_items
 from culturesim.evaluation.guard import guard_accuracy, load_benchmark
 from culturesim.evaluation.scoring import score_run
-from culturesim.evaluation.survey import Respondent, SurveyQuestion, load_culturespa
 from culturesim.models.transformers_backend import TransformersModel
 from culturesim.records import Answer
 from culturesim.scenarios.cultures import load_cultures
 from culturesim.store import RunStore
+from culturesim.survey.administer import SurveyPrompter, answer_logprob, answer_sampled
+from culturesim.survey.answering import run_items
+from culturesim.survey.questionnaire import Respondent, SurveyQuestion, load_culturespa
 from tests.evaluation_fixtures import write_survey
 
 CAPITAL = SurveyQuestion(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from culturesim.judge.filters import (
+from culturesim.agents.judge.filters import (
     FilterPolicy,
     Threshold,
     agreement,
@@ -16,8 +16,8 @@ from culturesim.judge.filters import (
     decide_dialogues,
     decide_instances,
 )
-from culturesim.judge.judge import Judge, JudgeRequest, UnreadableVerdict, parse_verdict
-from culturesim.judge.rubrics import RubricError, load_rubric_file, load_rubrics
+from culturesim.agents.judge.judge import Judge, JudgeRequest, UnreadableVerdict, parse_verdict
+from culturesim.agents.judge.rubrics import RubricError, load_rubric_file, load_rubrics
 from culturesim.models.base import Prompt
 from culturesim.prompt_library import PromptLibrary
 from culturesim.records import Label, Verdict

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from culturesim.agents.judge.rubrics import load_rubrics
 from culturesim.cli import app
-from culturesim.judge.rubrics import load_rubrics
 from culturesim.models.transformers_backend import TransformersModel
 from culturesim.prompt_library import echoes_placeholder
 from culturesim.records import Dialogue, FilterDecision, Verdict

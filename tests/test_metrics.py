@@ -10,8 +10,8 @@ import pytest
 
 from culturesim.evaluation import metrics
 from culturesim.evaluation.scoring import reference_rows, score_answer_set
-from culturesim.evaluation.survey import load_culturespa
 from culturesim.records import Answer
+from culturesim.survey.questionnaire import load_culturespa
 from tests.evaluation_fixtures import write_survey
 
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from culturesim.judge.judge import UnreadableVerdict, parse_verdict
-from culturesim.judge.rubrics import load_rubrics
+from culturesim.agents.judge.judge import UnreadableVerdict, parse_verdict
+from culturesim.agents.judge.rubrics import load_rubrics
+from culturesim.agents.roleplay.protocol import MalformedTurn, parse_turn
 from culturesim.models.base import Prompt
 from culturesim.prompt_library import echoes_placeholder
 from culturesim.records import Dialogue, FilterDecision
-from culturesim.roleplay.protocol import MalformedTurn, parse_turn
 from culturesim.store import RunStore
 from tests.conftest import ScriptedModel, prompt_text
 from tests.helpers import actor_reply
@@ -43,11 +43,11 @@ def test_echoed_turns_and_verdicts_are_malformed() -> None:
 
 
 def test_echoed_intents_are_counted_and_never_reach_the_corpus(tmp_path: Path) -> None:
+    from culturesim.agents.judge.stage import JudgeSection
+    from culturesim.agents.judge.stage import run as judge
+    from culturesim.agents.roleplay.stage import SimulateSection
+    from culturesim.agents.roleplay.stage import run as simulate
     from culturesim.context import ModelFactory, ModelRoles, RunContext, RunLayout
-    from culturesim.judge.stage import JudgeSection
-    from culturesim.judge.stage import run as judge
-    from culturesim.roleplay.stage import SimulateSection
-    from culturesim.roleplay.stage import run as simulate
     from culturesim.training.corpus_stage import CorpusSection
     from culturesim.training.corpus_stage import run as corpus
 

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from culturesim.evaluation.administer import SurveyPrompter, answer_logprob
 from culturesim.evaluation.control import compare_models
 from culturesim.evaluation.metrics import js_distance
-from culturesim.evaluation.survey import Survey, SurveyQuestion, load_survey_dir
 from culturesim.models.transformers_backend import TransformersModel
 from culturesim.records import Answer, Instance, Question
 from culturesim.scenarios.cultures import load_cultures
+from culturesim.survey.administer import SurveyPrompter, answer_logprob
+from culturesim.survey.questionnaire import Survey, SurveyQuestion, load_survey_dir
 from culturesim.training.survey_teacher import (
     SoftRow,
     TeacherConfig,
@@ -463,8 +463,8 @@ def test_the_loop_control_config_runs_with_a_tiny_model(
     config = load_run_config(LOOP_CONTROL, overrides)
     factory = ModelFactory()
     # The split is a pure function of the survey and seed 0: plant one of its held-out questions.
-    from culturesim.evaluation.split import split_survey
-    from culturesim.prober.topics import BUILTIN_TOPICS, load_topics, topic_namer
+    from culturesim.survey.split import split_survey
+    from culturesim.survey.topics import BUILTIN_TOPICS, load_topics, topic_namer
 
     planted = split_survey(
         list(load_survey_dir(SHARED_WVS).questions.values()),
@@ -559,8 +559,8 @@ def test_the_wvs_teacher_rows_cover_the_seen_half_only() -> None:
     """18 cultures × the seen questions they have shares for, and not one held-out question."""
     if not SHARED_WVS.is_dir():
         pytest.skip(f"the WVS files are not at {SHARED_WVS} (they are never copied into the repo)")
-    from culturesim.evaluation.split import split_survey
-    from culturesim.prober.topics import BUILTIN_TOPICS, load_topics, topic_namer
+    from culturesim.survey.split import split_survey
+    from culturesim.survey.topics import BUILTIN_TOPICS, load_topics, topic_namer
     from culturesim.training.teacher_stage import CULTURESPA_CULTURES
     from tests.conftest import train_tokenizer
 

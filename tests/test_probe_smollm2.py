@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from culturesim.cli import app
-from culturesim.prober.instances import js_divergence
 from culturesim.records import Answer, Instance, Question
 from culturesim.store import RunStore
+from culturesim.survey.distributions import js_divergence
 
 pytestmark = pytest.mark.slow  # the real embedded model; still part of make test
 
@@ -100,8 +100,8 @@ def test_smollm2_writes_ten_point_scale_questions_with_anchors(
 ) -> None:
     """A scale request on the real model: a kept question has options 1..10 and the anchors
     the model wrote after it, in the form the survey prompt shows them."""
-    from culturesim.prober.question_gen import QuestionGenerator
-    from culturesim.prober.topics import BUILTIN_TOPICS, load_topics, select_topics
+    from culturesim.agents.prober.question_gen import QuestionGenerator
+    from culturesim.survey.topics import BUILTIN_TOPICS, load_topics, select_topics
 
     topic = select_topics(load_topics(BUILTIN_TOPICS), "economic")[0]
     store = RunStore.open(tmp_path)
@@ -121,8 +121,8 @@ def test_smollm2_writes_ten_point_scale_questions_with_anchors(
 def test_smollm2_chooses_scale_ends_that_fit_the_question(smollm2: object, tmp_path: Path) -> None:
     """`anchors: choose` on the real model: the ends picked from the built-in list fit what
     each question asks (a justification, a worry, a frequency)."""
-    from culturesim.prober.anchors import load_anchors
-    from culturesim.prober.question_gen import QuestionGenerator
+    from culturesim.agents.prober.anchors import load_anchors
+    from culturesim.agents.prober.question_gen import QuestionGenerator
 
     generator = QuestionGenerator(
         smollm2,  # type: ignore[arg-type]

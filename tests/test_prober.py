@@ -7,12 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from culturesim.agents.prober.instances import InstanceRule, detect_instances
+from culturesim.agents.prober.question_gen import InvalidQuestion, QuestionGenerator, parse_question
 from culturesim.models.embeddings import Embedder
-from culturesim.prober.instances import InstanceRule, detect_instances, js_divergence
-from culturesim.prober.question_gen import InvalidQuestion, QuestionGenerator, parse_question
-from culturesim.prober.topics import Topic, load_topics, seeds_from_file
 from culturesim.records import Answer, Question
 from culturesim.store import RunStore
+from culturesim.survey.distributions import js_divergence
+from culturesim.survey.topics import Topic, load_topics, seeds_from_file
 from tests.conftest import SHARED_WVS, ScriptedModel
 
 

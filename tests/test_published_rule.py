@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from culturesim.cli import app
 from culturesim.evaluation.published import listed_majority, score_answer_file
-from culturesim.evaluation.survey import load_culturespa
+from culturesim.survey.questionnaire import load_culturespa
 from tests.conftest import SHARED_WVS
 
 QUESTIONS = [

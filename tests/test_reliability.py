@@ -20,6 +20,8 @@ import pytest
 from fastapi import FastAPI, Request
 from typer.testing import CliRunner
 
+from culturesim.agents.roleplay.conversation import RolePlaySettings
+from culturesim.agents.roleplay.simulation import SimulationSettings, Simulator
 from culturesim.cli import app
 from culturesim.models.base import GenerationParams, ModelError
 from culturesim.models.faults import FaultInjector, FaultPlan
@@ -29,8 +31,6 @@ from culturesim.models.retry import RetryingModel
 from culturesim.models.server import create_app
 from culturesim.models.transformers_backend import TransformersModel
 from culturesim.records import Dialogue, Episode, Persona
-from culturesim.roleplay.conversation import RolePlaySettings
-from culturesim.roleplay.simulation import SimulationSettings, Simulator
 from culturesim.scenarios.cultures import load_cultures
 from culturesim.scenarios.episodes import build_episodes, culture_groups
 from culturesim.scenarios.templates import ScenarioLibrary

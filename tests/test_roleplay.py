@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from culturesim.agents.roleplay.conversation import Conversation, RolePlaySettings
+from culturesim.agents.roleplay.protocol import MalformedTurn, parse_turn
+from culturesim.agents.roleplay.simulation import SimulationSettings, Simulator
 from culturesim.models.base import Prompt
 from culturesim.models.batcher import Batcher
 from culturesim.records import Dialogue, Episode
-from culturesim.roleplay.conversation import Conversation, RolePlaySettings
-from culturesim.roleplay.protocol import MalformedTurn, parse_turn
-from culturesim.roleplay.simulation import SimulationSettings, Simulator
 from culturesim.scenarios.cultures import load_cultures
 from culturesim.scenarios.episodes import build_episodes, culture_groups
 from culturesim.scenarios.templates import ScenarioLibrary

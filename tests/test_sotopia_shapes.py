@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from culturesim.agents.roleplay.conversation import Conversation
 from culturesim.cli import app
 from culturesim.models.batcher import Batcher
 from culturesim.records import Culture, Episode
-from culturesim.roleplay.conversation import Conversation
 from culturesim.scenarios.checks import check_templates
 from culturesim.scenarios.cultures import load_cultures
 from culturesim.scenarios.episodes import build_episodes

@@ -51,8 +51,8 @@ def _factory(**models: ScriptedModel) -> ModelFactory:
 
 def test_a_user_culture_travels_with_the_run_to_judge_and_corpus(tmp_path: Path) -> None:
     """Fixed: a --culture-dir culture was lost after simulate (KeyError in the corpus)."""
-    from culturesim.judge import stage as judge_stage
-    from culturesim.roleplay import stage as simulate_stage
+    from culturesim.agents.judge import stage as judge_stage
+    from culturesim.agents.roleplay import stage as simulate_stage
     from culturesim.training import corpus_stage
 
     mine = tmp_path / "my-cultures"
@@ -160,8 +160,8 @@ def test_pipeline_never_imports_typer() -> None:
 
 
 def test_a_section_default_is_written_once() -> None:
+    from culturesim.agents.roleplay.stage import SimulateSection
     from culturesim.pipeline.config import RunConfig
-    from culturesim.roleplay.stage import SimulateSection
 
     config = RunConfig.model_validate({"out": "x", "simulate": {}})
     assert config.simulate == SimulateSection()

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from culturesim.evaluation.survey import (
+from culturesim.survey.questionnaire import (
     SurveyFileError,
     load_culturespa,
     load_generic,

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from culturesim.evaluation.administer import SurveyPrompter
-from culturesim.evaluation.parsing import parse_option, parse_published
-from culturesim.evaluation.survey import SurveyQuestion
 from culturesim.prompt_library import PromptLibrary, TemplateProblem
 from culturesim.scenarios.cultures import load_cultures
+from culturesim.survey.administer import SurveyPrompter
+from culturesim.survey.parsing import parse_option, parse_published
+from culturesim.survey.questionnaire import SurveyQuestion
 
 FAMILY = SurveyQuestion(
     "Q1",
@@ -106,7 +106,7 @@ def test_published_parse_and_our_parse() -> None:
 def test_label_that_prefixes_others_counts_only_as_a_complete_answer() -> None:
     import math
 
-    from culturesim.evaluation.administer import label_distribution
+    from culturesim.survey.administer import label_distribution
 
     # P("1…") = 0.5 includes P("10") = 0.2 and P("11") = 0.1, so "1" alone holds 0.2.
     labels = ["1", "2", "10", "11"]

@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from culturesim.cli import app
-from culturesim.evaluation.split import SPLIT_FILE, split_survey, write_split
-from culturesim.evaluation.survey import SurveyQuestion
+from culturesim.survey.questionnaire import SurveyQuestion
+from culturesim.survey.split import SPLIT_FILE, split_survey, write_split
 from tests.conftest import SHARED_WVS
 from tests.helpers import EVAL_QUESTION, make_run
 

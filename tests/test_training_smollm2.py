@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from culturesim.evaluation.administer import SurveyPrompter
-from culturesim.evaluation.survey import SurveyQuestion
 from culturesim.models.smollm2 import SMOLLM2_ID, ensure_converted
 from culturesim.models.transformers_backend import TransformersModel
 from culturesim.records import Culture
 from culturesim.scenarios.cultures import load_cultures
+from culturesim.survey.administer import SurveyPrompter
+from culturesim.survey.questionnaire import SurveyQuestion
 from culturesim.training.corpus import Row, split_by_culture, write_set
 from culturesim.training.presets import make_config
 from culturesim.training.trainer import train_adapter

@@ -161,7 +161,7 @@ def test_a_bad_probe_scale_names_the_field_and_what_to_give(tmp_path: Path) -> N
 
 
 def test_a_bad_anchors_file_names_the_file_and_the_pair(tmp_path: Path) -> None:
-    from culturesim.prober.anchors import AnchorFileError, load_anchors
+    from culturesim.agents.prober.anchors import AnchorFileError, load_anchors
 
     path = tmp_path / "ends.yaml"
     path.write_text("anchors:\n  - [never, always]\n  - [agree, agree]\n")

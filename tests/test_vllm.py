@@ -26,14 +26,14 @@ import pytest
 import yaml
 
 from culturesim.context import ModelFactory, ModelRoles, RunContext, RunLayout
-from culturesim.evaluation.administer import DEFAULT_ANSWER_PREFIX, SurveyPrompter
-from culturesim.evaluation.survey import load_survey_dir
 from culturesim.models.base import Completion, GenerationParams, ModelError, Prompt
 from culturesim.models.transformers_backend import TransformersModel
 from culturesim.models.vllm_server import API_MODULE, VLLMModel, parse_vllm_spec, vllm_python
 from culturesim.records import Answer, Dialogue, FilterDecision, Instance, Question, Verdict
 from culturesim.scenarios.cultures import load_cultures
 from culturesim.store import RunStore
+from culturesim.survey.administer import DEFAULT_ANSWER_PREFIX, SurveyPrompter
+from culturesim.survey.questionnaire import load_survey_dir
 from tests.conftest import SHARED_WVS
 from tests.evaluation_fixtures import write_survey
 
@@ -115,7 +115,7 @@ def test_vllm_scores_survey_answers_and_action_choices_as_the_in_process_engine_
     labels = [[str(c) for c in i.question.codes] for i in items]
 
     # The action choices of a real simulation: every score request the role-play made.
-    from culturesim.roleplay.stage import SimulateSection, run
+    from culturesim.agents.roleplay.stage import SimulateSection, run
 
     recorder = Recorder(smollm2)
     ctx = context(tmp_path / "in-process", recorder)
@@ -189,14 +189,14 @@ def test_seeded_sampling_repeats_and_long_prompts_do_not_kill_the_cpu_engine(
 def test_every_stage_runs_through_vllm(
     served: VLLMModel, smollm2: TransformersModel, tmp_path: Path
 ) -> None:
+    from culturesim.agents.judge.stage import JudgeSection
+    from culturesim.agents.judge.stage import run as judge
+    from culturesim.agents.prober.stage import ProbeSection
+    from culturesim.agents.prober.stage import run as probe
+    from culturesim.agents.roleplay.stage import SimulateSection
+    from culturesim.agents.roleplay.stage import run as simulate
     from culturesim.evaluation.stage import EvaluateSection
     from culturesim.evaluation.stage import run as evaluate
-    from culturesim.judge.stage import JudgeSection
-    from culturesim.judge.stage import run as judge
-    from culturesim.prober.stage import ProbeSection
-    from culturesim.prober.stage import run as probe
-    from culturesim.roleplay.stage import SimulateSection
-    from culturesim.roleplay.stage import run as simulate
 
     root = tmp_path / "run"
     ctx = context(root, served)

@@ -21,7 +21,7 @@ from culturesim.cli.common import (
     say,
 )
 from culturesim.evaluation.stage import EvaluateSection
-from culturesim.evaluation.survey import SurveyFileError, load_culturespa
+from culturesim.survey.questionnaire import SurveyFileError, load_culturespa
 
 evaluate_app = typer.Typer(help="Score models against survey data.", no_args_is_help=True)
 E = EvaluateSection
@@ -220,15 +220,15 @@ def split_command(
     ] = None,
 ) -> None:
     """Hold out half of each topic's survey questions: train and decontaminate against them."""
-    from culturesim.evaluation.split import split_survey, write_split
-    from culturesim.evaluation.survey import load_survey_dir
-    from culturesim.prober.topics import BUILTIN_TOPICS, load_topics, topic_namer
+    from culturesim.survey.questionnaire import load_survey_dir
+    from culturesim.survey.split import SPLIT_FILE, ensure_split
+    from culturesim.survey.topics import load_topics, topic_namer
 
     with door():
         survey = load_survey_dir(survey_dir)
-        topic_of = topic_namer(load_topics(topics or BUILTIN_TOPICS))
-        split = split_survey(list(survey.questions.values()), topic_of, seed)
-        path = write_split(split, out)
+        topic_of = topic_namer(load_topics(topics)) if topics else None
+        split = ensure_split(out, list(survey.questions.values()), seed, topic_of)
+        path = out / SPLIT_FILE
     for topic, counts in split["by_topic"].items():
         say(f"{topic}: {counts['seen']} seen, {counts['held_out']} held out")
     say(

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from culturesim.agents.judge.stage import JudgeSection
 from culturesim.cli.common import (
     CultureDirOption,
     ModelHelp,
@@ -18,7 +19,6 @@ from culturesim.cli.common import (
     fail,
     model_factory,
 )
-from culturesim.judge.stage import JudgeSection
 
 
 def judge(
@@ -60,8 +60,8 @@ def judge(
     ] = False,
 ) -> None:
     """Judge a run's dialogues (CLCA's three calls) and instances; write verdicts and decisions."""
+    from culturesim.agents.judge.stage import decide_from_verdicts, run
     from culturesim.context import ModelRoles, RunContext, RunLayout
-    from culturesim.judge.stage import decide_from_verdicts, run
 
     if not (run_dir / "manifest.json").exists():
         raise fail(f"{run_dir} is not a run directory (no manifest.json)")

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from culturesim.agents.prober.stage import ProbeSection
 from culturesim.cli.common import (
     CultureDirOption,
     ModelHelp,
@@ -18,7 +19,6 @@ from culturesim.cli.common import (
     door,
     model_factory,
 )
-from culturesim.prober.stage import ProbeSection
 
 P = ProbeSection
 
@@ -101,8 +101,8 @@ def probe(
     culture_dir: CultureDirOption = None,
 ) -> None:
     """Generate questions per topic, answer them culture-unaware and culture-aware, detect instances."""
+    from culturesim.agents.prober.stage import run
     from culturesim.context import ModelRoles, RunContext, RunLayout
-    from culturesim.prober.stage import run
 
     section = build_section(
         ProbeSection,

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from culturesim.agents.roleplay.stage import SimulateSection
 from culturesim.cli.common import (
     CultureDirOption,
     ModelHelp,
@@ -19,7 +20,6 @@ from culturesim.cli.common import (
     errors,
     model_factory,
 )
-from culturesim.roleplay.stage import SimulateSection
 
 S = SimulateSection
 
@@ -83,8 +83,8 @@ def simulate(
     ] = None,
 ) -> None:
     """Simulate conversations between persona agents; write Episode and Dialogue records."""
+    from culturesim.agents.roleplay.stage import run
     from culturesim.context import ModelRoles, RunContext, RunLayout
-    from culturesim.roleplay.stage import run
 
     section = build_section(
         SimulateSection,

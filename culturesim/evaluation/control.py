@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 
 from culturesim.evaluation import metrics
-from culturesim.evaluation.scoring import answer_code, answer_distribution
-from culturesim.evaluation.survey import Survey
 from culturesim.records import Answer
+from culturesim.survey.distributions import answer_code, answer_distribution
+from culturesim.survey.questionnaire import Survey
 
 METRICS = ("culturespa", "js_distance", "discrimination")
 BETTER = {"culturespa": "higher", "js_distance": "lower", "discrimination": "higher"}

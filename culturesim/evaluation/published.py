@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from culturesim.evaluation import metrics
-from culturesim.evaluation.parsing import parse_published
-from culturesim.evaluation.survey import COUNTRY_IN_NAME, Survey, SurveyFileError
+from culturesim.survey.parsing import parse_published
+from culturesim.survey.questionnaire import COUNTRY_IN_NAME, Survey, SurveyFileError
 
 Rule = Literal["published", "argmax"]
 RULES: tuple[Rule, ...] = ("published", "argmax")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -10,8 +9,9 @@ from typing import Any
 import numpy as np
 
 from culturesim.evaluation import metrics
-from culturesim.evaluation.survey import Survey, SurveyQuestion
 from culturesim.records import Answer
+from culturesim.survey.distributions import answer_code, answer_distribution
+from culturesim.survey.questionnaire import Survey
 
 
 @dataclass
@@ -43,30 +43,6 @@ class CultureResult:
         """A row read back from results.json, where a missing number is null."""
         values: dict[str, Any] = {k: (float("nan") if v is None else v) for k, v in row.items()}
         return cls(**values)
-
-
-def answer_code(answer: Answer, question: SurveyQuestion) -> int | None:
-    """The option code an answer picks: argmax of its distribution, or its most frequent valid parse."""
-    if answer.distribution:
-        return int(np.argmax(answer.distribution)) + question.first_code
-    valid = [p for p in answer.parsed if p is not None]
-    if not valid:
-        return None
-    counts = Counter(valid)
-    best = max(counts.values())
-    return min(code for code, n in counts.items() if n == best)
-
-
-def answer_distribution(answer: Answer, question: SurveyQuestion) -> np.ndarray | None:
-    """The answer as a distribution over options (empirical, for sampled answers)."""
-    if answer.distribution:
-        return np.asarray(answer.distribution, dtype=float)
-    indices = [question.index_of(p) for p in answer.parsed if p is not None]
-    valid = [i for i in indices if i is not None]
-    if not valid:
-        return None
-    dist = np.bincount(valid, minlength=len(question.options)).astype(float)
-    return dist / dist.sum()
 
 
 def _question_id(answer: Answer) -> str:

@@ -24,7 +24,7 @@ from culturesim.context import (
     saved_adapter,
     write_json_atomic,
 )
-from culturesim.evaluation.administer import DEFAULT_ANSWER_PREFIX
+from culturesim.survey.administer import DEFAULT_ANSWER_PREFIX
 
 STYLES = ("unaware", "aware", "cross_culture")
 
@@ -134,13 +134,13 @@ def guard_rows(ctx: RunContext, variants: Sequence[Variant]) -> list[dict[str, A
 def evaluate_survey(
     section: EvaluateSection, ctx: RunContext, variants: Sequence[Variant]
 ) -> tuple[dict[str, Any], list[Path]]:
-    from culturesim.evaluation.administer import SurveyPrompter
-    from culturesim.evaluation.answering import run_items
     from culturesim.evaluation.scoring import reference_rows, score_run
-    from culturesim.evaluation.survey import SurveyFileError, load_survey_dir
     from culturesim.evaluation.tables import write_outputs
     from culturesim.scenarios.cultures import resolve_cultures
     from culturesim.store import RunStore
+    from culturesim.survey.administer import SurveyPrompter
+    from culturesim.survey.answering import run_items
+    from culturesim.survey.questionnaire import SurveyFileError, load_survey_dir
 
     assert section.survey_dir is not None
     survey_dir = Path(section.survey_dir)
@@ -219,7 +219,7 @@ def evaluate_survey(
 
 
 def _split_half(ctx: RunContext, half: str, questions: list[Any]) -> list[Any]:
-    from culturesim.evaluation.split import SplitError, held_out_ids, read_split
+    from culturesim.survey.split import SplitError, held_out_ids, read_split
 
     path = ctx.layout.split_file
     if not path.exists():
@@ -267,8 +267,8 @@ def culture_maps(
 ) -> list[Path]:
     """One culture map per model: cultures linked by how alike its aware answers are."""
     from culturesim.evaluation import metrics
-    from culturesim.evaluation.scoring import answer_distribution
     from culturesim.evaluation.tables import plot_culture_map
+    from culturesim.survey.distributions import answer_distribution
 
     maps = []
     for model_id in sorted({a.model for a in answers}):

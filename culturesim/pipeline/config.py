@@ -14,11 +14,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from culturesim.agents.judge.stage import JudgeSection
+from culturesim.agents.prober.stage import ProbeSection
+from culturesim.agents.roleplay.stage import SimulateSection
 from culturesim.context import STAGE_NAMES, StageSection
 from culturesim.evaluation.stage import EvaluateSection
-from culturesim.judge.stage import JudgeSection
-from culturesim.prober.stage import ProbeSection
-from culturesim.roleplay.stage import SimulateSection
 from culturesim.training.corpus_stage import CorpusSection
 from culturesim.training.teacher_stage import TeacherSection
 from culturesim.training.train_stage import TrainSection

@@ -33,11 +33,11 @@ StageFunction = Callable[[Any, RunContext], StageResult]
 
 def stage_functions() -> dict[str, StageFunction]:
     """Each stage's library entry point, by name, in loop order."""
+    from culturesim.agents.judge import stage as judge
+    from culturesim.agents.prober import stage as probe
+    from culturesim.agents.roleplay import stage as simulate
     from culturesim.evaluation import stage as evaluate
-    from culturesim.judge import stage as judge
-    from culturesim.prober import stage as probe
     from culturesim.report import stage as report
-    from culturesim.roleplay import stage as simulate
     from culturesim.training import corpus_stage, teacher_stage, train_stage
 
     return {
@@ -189,8 +189,8 @@ def model_reproducibility(config: RunConfig) -> dict[str, str]:
 def plan(config: RunConfig, stages: Sequence[str], force: bool = False) -> list[PlannedStage]:
     """What each stage would do, with counts worked out from the config alone (no model);
     scenarios and cultures are checked on the way (see `input_problems` for paths and models)."""
+    from culturesim.agents.roleplay.stage import plan_episodes
     from culturesim.evaluation.stage import trained_adapter
-    from culturesim.roleplay.stage import plan_episodes
 
     ctx = context_for(config)
     layout = ctx.layout
@@ -213,7 +213,7 @@ def plan(config: RunConfig, stages: Sequence[str], force: bool = False) -> list[
                 f"{config.models.base} on the seen half's shares for {len(cultures)} cultures"
             )
         elif name == "probe" and config.probe is not None:
-            from culturesim.prober.topics import BUILTIN_TOPICS, load_topics, select_topics
+            from culturesim.survey.topics import BUILTIN_TOPICS, load_topics, select_topics
 
             topics = select_topics(load_topics(BUILTIN_TOPICS), config.probe.topics)
             cultures = [c for c in config.probe.cultures.split(",") if c.strip()]

@@ -321,6 +321,6 @@ def _jsd(p: tuple[float, ...], q: tuple[float, ...]) -> float | None:
         return None
     import numpy as np
 
-    from culturesim.prober.instances import js_divergence
+    from culturesim.survey.distributions import js_divergence
 
     return float(js_divergence(np.asarray(p), np.asarray(q)))

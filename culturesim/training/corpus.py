@@ -29,8 +29,6 @@ from typing import Any
 
 import numpy as np
 
-from culturesim.evaluation.administer import SurveyPrompter
-from culturesim.evaluation.survey import SurveyQuestion
 from culturesim.models.base import Chat
 from culturesim.models.embeddings import (
     CORPUS_DEDUP_THRESHOLD,
@@ -38,10 +36,12 @@ from culturesim.models.embeddings import (
     Embedder,
     normalise_text,
 )
-from culturesim.prober.instances import as_survey_question
 from culturesim.prompt_library import PromptLibrary, render_turn, transcript_lines
 from culturesim.records import Answer, Culture, Dialogue, Episode, Instance, Question, stable_hash
 from culturesim.scenarios.templates import _culture_view
+from culturesim.survey.administer import SurveyPrompter
+from culturesim.survey.distributions import as_survey_question
+from culturesim.survey.questionnaire import SurveyQuestion
 
 
 @dataclass(frozen=True)
@@ -287,7 +287,7 @@ def soft_rows(
     unaware answer. The target is the model's whole aware distribution over the options, so
     the student learns the spread of answers rather than the argmax, which hard targets
     sharpen."""
-    from culturesim.evaluation.scoring import answer_distribution
+    from culturesim.survey.distributions import answer_distribution
 
     skipped = Counter[str]()
     aware_by_question: dict[tuple[str, str], list[Answer]] = {}

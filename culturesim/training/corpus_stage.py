@@ -86,8 +86,8 @@ def _overlap_sources(section: CorpusSection, ctx: RunContext) -> str:
 
 
 def run(section: CorpusSection, ctx: RunContext) -> StageResult:
-    from culturesim.evaluation.administer import SurveyPrompter
     from culturesim.models.embeddings import Embedder
+    from culturesim.survey.administer import SurveyPrompter
     from culturesim.training.corpus import (
         CorpusSettings,
         Row,

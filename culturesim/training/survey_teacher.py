@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from culturesim.evaluation.administer import SurveyPrompter
-from culturesim.evaluation.survey import Survey
 from culturesim.models.base import Chat
+from culturesim.survey.administer import SurveyPrompter
+from culturesim.survey.questionnaire import Survey
 
 
 class TeacherError(ValueError):

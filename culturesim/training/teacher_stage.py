@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from culturesim.context import RunContext, StageFailed, StageResult, StageSection, write_json_atomic
-from culturesim.evaluation.administer import DEFAULT_ANSWER_PREFIX
-from culturesim.evaluation.survey import Survey
+from culturesim.survey.administer import DEFAULT_ANSWER_PREFIX
+from culturesim.survey.questionnaire import Survey
 
 CULTURESPA_CULTURES = "USA,CAN,BOL,BRA,GBR,NLD,DEU,UKR,CHN,RUS,IND,THA,KEN,NGA,ETH,ZWE,AUS,NZL"
 
@@ -48,32 +48,22 @@ class TeacherSection(StageSection):
 
 
 def ensure_split(ctx: RunContext, survey: Survey, seed: int) -> dict[str, Any]:
-    """The run's split: read when written before (its seed must match), else made and written."""
-    from culturesim.evaluation.split import read_split, split_survey, write_split
-    from culturesim.prober.topics import BUILTIN_TOPICS, load_topics, topic_namer
+    """The run's split (see `survey.split.ensure_split`), its refusal as a stage failure."""
+    from culturesim.survey.split import SplitError
+    from culturesim.survey.split import ensure_split as run_split
 
-    path = ctx.layout.split_file
-    if path.exists():
-        split = read_split(path)
-        if split.get("seed") != seed:
-            raise StageFailed(
-                f"{path} was made with seed {split.get('seed')}, the config asks for {seed}; "
-                "use another run directory to hold out other questions"
-            )
-        return split
-    split = split_survey(
-        list(survey.questions.values()), topic_namer(load_topics(BUILTIN_TOPICS)), seed
-    )
-    write_split(split, path.parent)
-    return split
+    try:
+        return run_split(ctx.layout.split_file.parent, list(survey.questions.values()), seed)
+    except SplitError as error:
+        raise StageFailed(str(error)) from error
 
 
 def run(section: TeacherSection, ctx: RunContext) -> StageResult:
     from transformers import AutoTokenizer
 
-    from culturesim.evaluation.administer import SurveyPrompter
-    from culturesim.evaluation.survey import load_survey_dir
     from culturesim.scenarios.cultures import resolve_cultures
+    from culturesim.survey.administer import SurveyPrompter
+    from culturesim.survey.questionnaire import load_survey_dir
     from culturesim.training.survey_teacher import TeacherConfig, build_rows, train_teacher
     from culturesim.training.trainer import resolve_base
 

@@ -36,10 +36,10 @@ from culturesim.models.embeddings import (
     Embedder,
     normalise_text,
 )
-from culturesim.prober.topics import Topic
 from culturesim.prompt_library import PromptLibrary
 from culturesim.records import Question, derive_seed
 from culturesim.store import RunStore
+from culturesim.survey.topics import Topic
 
 JSON_PREFILL = '{"Question": "'
 _LABEL = re.compile(r"^\s*(?:\(?[0-9]{1,2}[.):]|\(?[A-Ka-k][.)])\s+")

@@ -76,10 +76,10 @@ def _user_cultures(section: SimulateSection) -> dict[str, Culture]:
 
 def run(section: SimulateSection, ctx: RunContext) -> StageResult:
     """Simulate every dialogue not yet written; failed ones are listed and the stage goes on."""
+    from culturesim.agents.roleplay.conversation import RolePlaySettings
+    from culturesim.agents.roleplay.simulation import SimulationSettings, Simulator
     from culturesim.models.cache import CachedModel
     from culturesim.models.retry import retry_log_of
-    from culturesim.roleplay.conversation import RolePlaySettings
-    from culturesim.roleplay.simulation import SimulationSettings, Simulator
     from culturesim.store import RunStore
 
     out = ctx.layout.simulate
@@ -116,7 +116,7 @@ def run(section: SimulateSection, ctx: RunContext) -> StageResult:
     lm = None
     try:
         if section.ray_actors:
-            from culturesim.roleplay.ray_shards import simulate_with_ray
+            from culturesim.agents.roleplay.ray_shards import simulate_with_ray
 
             summary = simulate_with_ray(
                 spec,

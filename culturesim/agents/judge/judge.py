@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from culturesim.agents.judge.rubrics import CONFIDENCES, Rubric
 from culturesim.jsonish import first_json_object
-from culturesim.judge.rubrics import CONFIDENCES, Rubric
 from culturesim.models.base import Chat, GenerationParams, LanguageModel
 from culturesim.models.corrections import generate_until_valid
 from culturesim.prompt_library import PromptLibrary, echoes_placeholder, transcript_lines

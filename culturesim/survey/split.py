@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from culturesim.context import write_json_atomic
-from culturesim.evaluation.survey import SurveyQuestion
 from culturesim.records import derive_seed
+from culturesim.survey.questionnaire import SurveyQuestion
 
 SPLIT_FILE = "survey_split.json"
 
@@ -80,3 +80,30 @@ def read_split(path: Path) -> dict[str, Any]:
 
 def held_out_ids(split: dict[str, Any]) -> list[str]:
     return [str(q["id"]) for q in split["held_out"]]
+
+
+def ensure_split(
+    folder: Path,
+    questions: Sequence[SurveyQuestion],
+    seed: int,
+    topic_of: Callable[[SurveyQuestion], str] | None = None,
+) -> dict[str, Any]:
+    """The split of the run in `folder`: read when written before (its seed must match, since a
+    run holds out one half for good), else made from `questions` and written. Topics are the 13
+    WVS topics unless `topic_of` says otherwise."""
+    path = folder / SPLIT_FILE
+    if path.exists():
+        split = read_split(path)
+        if split.get("seed") != seed:
+            raise SplitError(
+                f"{path} was made with seed {split.get('seed')}, not {seed}; use another run "
+                "directory to hold out other questions"
+            )
+        return split
+    if topic_of is None:
+        from culturesim.survey.topics import BUILTIN_TOPICS, load_topics, topic_namer
+
+        topic_of = topic_namer(load_topics(BUILTIN_TOPICS))
+    split = split_survey(questions, topic_of, seed)
+    write_split(split, folder)
+    return split

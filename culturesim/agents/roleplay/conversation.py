@@ -31,13 +31,13 @@ from typing import Any
 import autogen
 from autogen.io.base import IOStream
 
+from culturesim.agents.roleplay.autogen_client import bound_client, llm_config
+from culturesim.agents.roleplay.protocol import parse_turn
 from culturesim.models.base import Chat
 from culturesim.models.batcher import Batcher
 from culturesim.models.corrections import generate_until_valid
 from culturesim.prompt_library import PromptLibrary
 from culturesim.records import Episode, Persona, Turn, derive_seed
-from culturesim.roleplay.autogen_client import bound_client, llm_config
-from culturesim.roleplay.protocol import parse_turn
 from culturesim.scenarios.cultures import load_cultures
 from culturesim.scenarios.graphs import graph_from_edges
 from culturesim.scenarios.templates import _culture_view
@@ -287,7 +287,7 @@ class Conversation:
         after "ACTION:" keeps the choice the model's while the form is ours. At temperature 0
         the most likely action is taken.
         """
-        from culturesim.roleplay.autogen_client import to_chat
+        from culturesim.agents.roleplay.autogen_client import to_chat
 
         chat: Chat = [
             *to_chat(messages),

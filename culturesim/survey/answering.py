@@ -7,18 +7,18 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from culturesim.evaluation.administer import (
+from culturesim.models.base import LanguageModel
+from culturesim.models.metering import MeteredModel
+from culturesim.models.progress import ModelRateColumn
+from culturesim.records import Answer
+from culturesim.store import RunStore
+from culturesim.survey.administer import (
     DEFAULT_ANSWER_PREFIX,
     SurveyItem,
     answer_logprob,
     answer_sampled,
     chunks,
 )
-from culturesim.models.base import LanguageModel
-from culturesim.models.metering import MeteredModel
-from culturesim.models.progress import ModelRateColumn
-from culturesim.records import Answer
-from culturesim.store import RunStore
 
 
 def run_items(

@@ -54,7 +54,7 @@ class JudgeSection(StageSection):
 
 
 def _policy(section: JudgeSection) -> Any:
-    from culturesim.judge.filters import FilterPolicy, Threshold
+    from culturesim.agents.judge.filters import FilterPolicy, Threshold
 
     try:
         return FilterPolicy(
@@ -86,8 +86,8 @@ def run(section: JudgeSection, ctx: RunContext) -> StageResult:
 
 def judge_run(section: JudgeSection, ctx: RunContext, run_dir: Path) -> dict[str, Any]:
     """Verdicts for what is not yet judged in one run store, then decisions and statistics."""
-    from culturesim.judge.judge import Judge, judge_dialogues, judge_instances
-    from culturesim.judge.rubrics import load_rubrics
+    from culturesim.agents.judge.judge import Judge, judge_dialogues, judge_instances
+    from culturesim.agents.judge.rubrics import load_rubrics
     from culturesim.models.cache import CachedModel
 
     policy = _policy(section)
@@ -190,7 +190,7 @@ def describe_policy(section: JudgeSection) -> str:
 
 def record_decisions(store: RunStore, judge_name: str, policy: Any, policy_text: str) -> int:
     """Append the decisions that differ from the latest stored ones; returns how many."""
-    from culturesim.judge.filters import decide_dialogues, decide_instances
+    from culturesim.agents.judge.filters import decide_dialogues, decide_instances
 
     verdicts = [v for v in store.read(Verdict) if v.judge == judge_name]
     decided = decide_dialogues(verdicts, policy) + decide_instances(verdicts, policy)
@@ -227,7 +227,7 @@ def judge_statistics(run_dir: Path, judge_name: str | None = None) -> dict[str, 
     """The judge's yield per culture and reliability, computed from the records alone."""
     from collections import Counter
 
-    from culturesim.judge.filters import agreement
+    from culturesim.agents.judge.filters import agreement
 
     store = RunStore(run_dir)
     verdicts = store.read(Verdict)

@@ -16,10 +16,10 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from culturesim.agents.roleplay.simulation import SimulationSettings, SimulationSummary
 from culturesim.models.cache import prepare_cache_file
 from culturesim.models.ray_cluster import actor_environment, ensure_ray, threads_per_actor
 from culturesim.records import Dialogue, Episode
-from culturesim.roleplay.simulation import SimulationSettings, SimulationSummary
 from culturesim.store import RunStore
 
 
@@ -39,7 +39,7 @@ class _SimulationWorker:
         self.settings = settings
 
     def run(self, episodes: list[Episode], retry_failed: bool) -> dict[str, Any]:
-        from culturesim.roleplay.simulation import Simulator
+        from culturesim.agents.roleplay.simulation import Simulator
 
         simulator = Simulator(self.model, RunStore(self.run_dir), self.settings)
         summary = simulator.run(episodes, show_progress=False, retry_failed=retry_failed)

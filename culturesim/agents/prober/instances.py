@@ -21,23 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial.distance import jensenshannon
 
-from culturesim.evaluation.scoring import answer_distribution
-from culturesim.evaluation.survey import SurveyQuestion
 from culturesim.records import Answer, Instance, Question
+from culturesim.survey.distributions import answer_distribution, as_survey_question, js_divergence
 
 RULES = ("argmax", "jsd")
-
-
-def as_survey_question(question: Question) -> SurveyQuestion:
-    """A generated question in the survey form; a first option "0" means codes start at 0."""
-    first = 0 if question.options[0].strip() == "0" else 1
-    return SurveyQuestion(question.id, question.text, question.options, first, question.topic)
-
-
-def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
-    return float(jensenshannon(p, q, base=2) ** 2)
 
 
 @dataclass(frozen=True)

@@ -28,12 +28,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from culturesim.evaluation.parsing import parse_option, parse_published
-from culturesim.evaluation.survey import Respondent, SurveyQuestion
 from culturesim.models.base import Chat, GenerationParams, LanguageModel
 from culturesim.prompt_library import PromptLibrary
 from culturesim.records import Answer, Culture, stable_hash
 from culturesim.scenarios.cultures import nearest_and_farthest
+from culturesim.survey.parsing import parse_option, parse_published
+from culturesim.survey.questionnaire import Respondent, SurveyQuestion
 
 PromptStyle = Literal["unaware", "aware", "cross_culture", "persona"]
 Mode = Literal["logprob", "sample"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from culturesim.evaluation.survey import SurveyQuestion
+from culturesim.survey.questionnaire import SurveyQuestion
 
 _FIRST_NUMBER = re.compile(r"\d+")
 

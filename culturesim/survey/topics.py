@@ -17,9 +17,9 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from culturesim.evaluation.survey import SurveyQuestion
 from culturesim.paths import package_data
 from culturesim.records import Question
+from culturesim.survey.questionnaire import SurveyQuestion
 
 BUILTIN_TOPICS = package_data("data", "topics.yaml")
 _ID = re.compile(r"^Q(\d+)([A-Z]?)$")

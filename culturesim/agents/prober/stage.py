@@ -101,7 +101,7 @@ class ProbeSection(StageSection):
 def _eval_texts(path: str | None, split_file: Path) -> list[str]:
     """Questions generation must not reproduce: the given file's, and the held-out half of the
     run's survey split when the run has one."""
-    from culturesim.evaluation.split import SplitError, read_split
+    from culturesim.survey.split import SplitError, read_split
 
     texts = []
     if split_file.exists():
@@ -122,7 +122,7 @@ def _eval_texts(path: str | None, split_file: Path) -> list[str]:
 
 def _held_out_keys(split_file: Path, eval_texts: list[str]) -> frozenset[str]:
     """Ids of the run's held-out half and every evaluation text: seeds that must stay unseen."""
-    from culturesim.evaluation.split import held_out_ids, read_split
+    from culturesim.survey.split import held_out_ids, read_split
 
     ids = held_out_ids(read_split(split_file)) if split_file.exists() else []
     return frozenset([*ids, *(t.strip() for t in eval_texts)])
@@ -143,15 +143,16 @@ _ROLES = ("base", "prober", "judge", "actor")
 
 
 def run(section: ProbeSection, ctx: RunContext) -> StageResult:
-    from culturesim.evaluation.administer import SurveyPrompter
-    from culturesim.evaluation.answering import run_items
+    from culturesim.agents.prober.anchors import AnchorFileError, load_anchors
+    from culturesim.agents.prober.instances import InstanceRule, detect_instances
+    from culturesim.agents.prober.question_gen import QuestionGenerator
     from culturesim.models.embeddings import Embedder
-    from culturesim.prober.anchors import AnchorFileError, load_anchors
-    from culturesim.prober.instances import InstanceRule, as_survey_question, detect_instances
-    from culturesim.prober.question_gen import QuestionGenerator
-    from culturesim.prober.topics import BUILTIN_TOPICS, load_topics, seeds_from_file, select_topics
     from culturesim.scenarios.cultures import resolve_cultures
     from culturesim.store import RunStore
+    from culturesim.survey.administer import SurveyPrompter
+    from culturesim.survey.answering import run_items
+    from culturesim.survey.distributions import as_survey_question
+    from culturesim.survey.topics import BUILTIN_TOPICS, load_topics, seeds_from_file, select_topics
 
     out = ctx.layout.probe
     topics_file = Path(section.topics_file) if section.topics_file else None

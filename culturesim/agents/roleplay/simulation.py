@@ -26,14 +26,14 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from culturesim.agents.roleplay.conversation import Conversation, RolePlaySettings
+from culturesim.agents.roleplay.intents import IntentAnnotator
 from culturesim.models.base import EngineDied, LanguageModel
 from culturesim.models.batcher import Batcher
 from culturesim.models.metering import MeteredModel
 from culturesim.models.progress import ModelRateColumn
 from culturesim.prompt_library import PromptLibrary
 from culturesim.records import Culture, Dialogue, Episode, Turn, derive_seed
-from culturesim.roleplay.conversation import Conversation, RolePlaySettings
-from culturesim.roleplay.intents import IntentAnnotator
 from culturesim.scenarios.cultures import load_cultures
 from culturesim.store import RunStore
 
