@@ -41,8 +41,8 @@ from transformers.utils import logging as hf_logging
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from simulation import INTENT_TOKENS, NEW_TOKENS, TEMPERATURE, TOP_P, episodes_for
 
-from culturesim.agents.roleplay.conversation import RolePlaySettings
-from culturesim.agents.roleplay.simulation import SimulationSettings, Simulator
+from culturesim.agents.roleplay.settings import SimulateSection
+from culturesim.agents.roleplay.simulation import Simulator
 from culturesim.models.base import GenerationParams, LanguageModel, find_in_chain
 from culturesim.models.metering import MeteredModel
 from culturesim.models.registry import build_model
@@ -93,19 +93,17 @@ def measured(model: LanguageModel, work: Any) -> tuple[Measure, Any]:
 
 
 def simulate(episodes: list[Episode], turns: int) -> Any:
-    settings = SimulationSettings(
+    settings = SimulateSection(
         per_episode=1,
         concurrency=len(episodes),
         max_batch_size=len(episodes),
-        annotate_intents=True,
-        roleplay=RolePlaySettings(
-            max_turns=turns,
-            allow_leave_after=turns,
-            repetition_threshold=float("inf"),
-            max_new_tokens=NEW_TOKENS,
-            temperature=TEMPERATURE,
-            top_p=TOP_P,
-        ),
+        intents=True,
+        max_turns=turns,
+        allow_leave_after=turns,
+        repetition_threshold=float("inf"),
+        max_new_tokens=NEW_TOKENS,
+        temperature=TEMPERATURE,
+        top_p=TOP_P,
     )
 
     def work(model: LanguageModel) -> Any:

@@ -16,9 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from culturesim.agents.roleplay.conversation import RolePlaySettings
 from culturesim.agents.roleplay.ray_shards import simulate_with_ray
-from culturesim.agents.roleplay.simulation import SimulationSettings
+from culturesim.agents.roleplay.settings import SimulateSection
 from culturesim.models.ray_cluster import ensure_ray
 from culturesim.records import Dialogue
 from culturesim.scenarios.cultures import load_cultures
@@ -44,9 +43,7 @@ def main() -> None:
         seed=0,
     )
     per_episode = max(1, -(-args.dialogues // len(episodes)))
-    settings = SimulationSettings(
-        per_episode=per_episode, roleplay=RolePlaySettings(max_turns=args.max_turns)
-    )
+    settings = SimulateSection(per_episode=per_episode, max_turns=args.max_turns)
     counts = [int(a) for a in args.actors.split(",")]
     ensure_ray(max(counts))
     rows = []

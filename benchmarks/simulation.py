@@ -42,8 +42,9 @@ import torch
 from autogen.io.base import IOStream
 from transformers.utils import logging as hf_logging
 
-from culturesim.agents.roleplay.conversation import Conversation, RolePlaySettings
-from culturesim.agents.roleplay.simulation import SimulationSettings, Simulator
+from culturesim.agents.roleplay.conversation import Conversation
+from culturesim.agents.roleplay.settings import SimulateSection
+from culturesim.agents.roleplay.simulation import Simulator
 from culturesim.models.base import Completion, GenerationParams, Prompt
 from culturesim.models.registry import build_model
 from culturesim.models.transformers_backend import TransformersModel
@@ -138,22 +139,20 @@ def run_culturesim(
 ) -> tuple[Tally, Shape]:
     fresh = TransformersModel(model.model, model.tokenizer, model.model_id)  # an empty cache
     tally = Tally()
-    settings = SimulationSettings(
+    settings = SimulateSection(
         per_episode=1,
         concurrency=len(episodes),
         max_batch_size=len(episodes),
-        annotate_intents=True,
-        roleplay=RolePlaySettings(
-            max_turns=turns,
-            **(
-                {}
-                if early_stops
-                else {"allow_leave_after": turns, "repetition_threshold": float("inf")}
-            ),
-            max_new_tokens=NEW_TOKENS,
-            temperature=TEMPERATURE,
-            top_p=TOP_P,
+        intents=True,
+        max_turns=turns,
+        **(
+            {}
+            if early_stops
+            else {"allow_leave_after": turns, "repetition_threshold": float("inf")}
         ),
+        max_new_tokens=NEW_TOKENS,
+        temperature=TEMPERATURE,
+        top_p=TOP_P,
     )
     with tempfile.TemporaryDirectory() as folder:
         store = RunStore.open(Path(folder) / "run", {"benchmark": "simulation"})

@@ -18,16 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 
-from culturesim.models.base import LanguageModel, find_in_chain
+from culturesim.models.base import DEFAULT_MODEL, LanguageModel, find_in_chain
 from culturesim.models.metering import MeteredModel, Usage, UsageMeter
+from culturesim.models.registry import TEACHER_SPEC
 from culturesim.prompt_library import PromptLibrary
 from culturesim.records import Culture
-
-TEACHER_ROLE = "teacher"  # a model spec meaning: the base model with the run's teacher adapter
-STAGE_NAMES = ("simulate", "teacher", "probe", "judge", "corpus", "train", "evaluate", "report")
 
 
 class StageFailed(RuntimeError):
@@ -68,6 +66,38 @@ class StageResult:
     counts: dict[str, Any] = field(default_factory=dict)
     exit_code: int = 0
     written: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the loop, declared once, beside its code.
+
+    The run config gets an optional `name:` section of type `section`; `culturesim run`,
+    `--stages` and `--dry-run` find the stage here; `run(section, ctx)` does the work; `plan`
+    writes the stage's line of the dry-run plan; `input_paths` names the section's fields that
+    hold input files or folders (taken relative to the config file's folder). A stage that is
+    `always` on runs even when the config has no section for it (the report).
+    """
+
+    name: str
+    section: type[StageSection]
+    run: Callable[[Any, RunContext], StageResult]
+    plan: Callable[[Any, LoopPlan], str]
+    input_paths: tuple[str, ...] = ()
+    always: bool = False
+
+
+@dataclass
+class LoopPlan:
+    """What a stage's plan line may read: the run context, every stage's section (None when
+    absent) and the counts that earlier stages' lines left (`dialogues`, say)."""
+
+    ctx: RunContext
+    sections: Mapping[str, StageSection | None]
+    counts: dict[str, Any] = field(default_factory=dict)
+
+    def has(self, stage: str) -> bool:
+        return self.sections.get(stage) is not None
 
 
 @dataclass(frozen=True)
@@ -202,15 +232,21 @@ class ModelFactory:
         return read, reused
 
 
-@dataclass(frozen=True)
-class ModelRoles:
-    """Which model spec plays which part of the loop."""
+class ModelRoles(BaseModel):
+    """Which model spec plays which part of the loop: the run config's `models:` section and
+    what every stage asks its model factory for. Any spec works (see `culturesim.models`)."""
 
-    actor: str = "smollm2"
-    prober: str = "smollm2"
-    answerer: str | None = None
-    judge: str = "smollm2"
-    base: str = "smollm2"
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    actor: str = Field(default=DEFAULT_MODEL, description="plays the personas")
+    prober: str = Field(default=DEFAULT_MODEL, description="writes the probe's questions")
+    answerer: str | None = Field(
+        default=None,
+        description="answers the probe's questions; the prober when unset; `teacher` is the "
+        "base model with the run's teacher adapter",
+    )
+    judge: str = Field(default=DEFAULT_MODEL, description="judges dialogues and instances")
+    base: str = Field(default=DEFAULT_MODEL, description="the model fine-tuned and evaluated")
 
 
 @dataclass
@@ -238,7 +274,7 @@ class RunContext:
 
     def role_model(self, spec: str) -> LanguageModel:
         """The model a config names, where `teacher` is the base with the run's teacher."""
-        if spec != TEACHER_ROLE:
+        if spec != TEACHER_SPEC:
             return self.models.get(spec)
         adapter = self.teacher_adapter()
         if adapter is None:

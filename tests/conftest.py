@@ -120,8 +120,8 @@ def smollm2_dialogues(
 ) -> tuple[Path, int]:
     """A 2-party and a 3-party scene simulated once by SmolLM2 with intents labelled: the run
     directory (copy it before writing to it) and how many intent replies echoed the form."""
-    from culturesim.agents.roleplay.conversation import RolePlaySettings
-    from culturesim.agents.roleplay.simulation import SimulationSettings, Simulator
+    from culturesim.agents.roleplay.settings import SimulateSection
+    from culturesim.agents.roleplay.simulation import Simulator
     from culturesim.scenarios.cultures import load_cultures
     from culturesim.scenarios.episodes import build_episodes, culture_groups
     from culturesim.scenarios.templates import ScenarioLibrary
@@ -136,9 +136,7 @@ def smollm2_dialogues(
     )
     run = tmp_path_factory.mktemp("smollm2-dialogues") / "run"
     store = RunStore.open(run, {"test": "smollm2"})
-    settings = SimulationSettings(
-        per_episode=1, roleplay=RolePlaySettings(max_turns=4, max_new_tokens=40)
-    )
+    settings = SimulateSection(per_episode=1, max_turns=4, max_new_tokens=40)
     summary = Simulator(smollm2, store, settings, cultures=cultures).run(
         episodes, show_progress=False
     )

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from culturesim.agents.judge.judge import Judge, judge_dialogues
 from culturesim.agents.judge.rubrics import load_rubrics
-from culturesim.agents.roleplay.conversation import RolePlaySettings
-from culturesim.agents.roleplay.simulation import SimulationSettings, Simulator
+from culturesim.agents.roleplay.settings import SimulateSection
+from culturesim.agents.roleplay.simulation import Simulator
 from culturesim.cli import app
 from culturesim.models.base import Prompt
 from culturesim.records import Answer, Dialogue, Episode, Instance, Question
@@ -94,9 +94,7 @@ def make_run(tmp_path: Path) -> Path:
     Simulator(
         ScriptedModel(actor_reply),
         store,
-        SimulationSettings(
-            per_episode=2, roleplay=RolePlaySettings(action_mode="free", max_turns=4)
-        ),
+        SimulateSection(per_episode=2, action_mode="free", max_turns=4),
         cultures=CULTURES,
     ).run(episodes, show_progress=False)
     dialogues = store.read(Dialogue)

@@ -9,8 +9,8 @@ from pathlib import Path
 from datasets import load_from_disk
 from typer.testing import CliRunner
 
-from culturesim.agents.roleplay.conversation import RolePlaySettings
-from culturesim.agents.roleplay.simulation import SimulationSettings, Simulator
+from culturesim.agents.roleplay.settings import SimulateSection
+from culturesim.agents.roleplay.simulation import Simulator
 from culturesim.cli import app
 from culturesim.records import Episode
 from culturesim.scenarios.episodes import build_episodes, culture_groups
@@ -151,9 +151,7 @@ def test_unjudged_dialogues_are_refused_unless_asked(tmp_path: Path) -> None:
     Simulator(
         ScriptedModel(actor_reply),
         store,
-        SimulationSettings(
-            per_episode=1, roleplay=RolePlaySettings(action_mode="free", max_turns=2)
-        ),
+        SimulateSection(per_episode=1, action_mode="free", max_turns=2),
         cultures=CULTURES,
     ).run(episodes, show_progress=False)
     refused = runner.invoke(app, ["corpus", str(run), "--out", str(tmp_path / "c")])

@@ -552,7 +552,7 @@ def test_held_out_evaluation_without_a_split_names_what_to_do(tmp_path: Path) ->
     ctx = RunContext(layout=RunLayout(tmp_path / "run"), show_progress=False)
     section = EvaluateSection(survey_dir=str(SHARED_WVS), questions="held_out", cultures="USA")
     with pytest.raises(StageFailed, match=r"survey_split\.json.*teacher"):
-        evaluate_survey(section, ctx, [Variant("before", "smollm2")])
+        evaluate_survey(section, ctx, [Variant(name="before", spec="smollm2")])
 
 
 def test_the_wvs_teacher_rows_cover_the_seen_half_only() -> None:

@@ -20,8 +20,8 @@ import pytest
 from fastapi import FastAPI, Request
 from typer.testing import CliRunner
 
-from culturesim.agents.roleplay.conversation import RolePlaySettings
-from culturesim.agents.roleplay.simulation import SimulationSettings, Simulator
+from culturesim.agents.roleplay.settings import SimulateSection
+from culturesim.agents.roleplay.simulation import Simulator
 from culturesim.cli import app
 from culturesim.models.base import GenerationParams, ModelError
 from culturesim.models.faults import FaultInjector, FaultPlan
@@ -63,9 +63,7 @@ def test_simulation_survives_failing_hanging_and_garbage_server(
     )
     injector = FaultInjector(create_app(TransformersModel.from_pretrained(tiny_model_dir)), plan)
     episodes = episodes_for("borrow_money,decline_invitation", "USA,CHN")
-    settings = SimulationSettings(
-        per_episode=2, roleplay=RolePlaySettings(max_turns=3, max_new_tokens=16)
-    )
+    settings = SimulateSection(per_episode=2, max_turns=3, max_new_tokens=16)
     with running(injector) as url:  # type: ignore[arg-type]
         remote = RetryingModel(
             # A hang outlasts the timeout; a healthy answer stays far inside it on a busy CPU.

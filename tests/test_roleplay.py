@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from culturesim.agents.roleplay.conversation import Conversation, RolePlaySettings
+from culturesim.agents.roleplay.conversation import Conversation
 from culturesim.agents.roleplay.protocol import MalformedTurn, parse_turn
-from culturesim.agents.roleplay.simulation import SimulationSettings, Simulator
+from culturesim.agents.roleplay.settings import SimulateSection
+from culturesim.agents.roleplay.simulation import Simulator
 from culturesim.models.base import Prompt
 from culturesim.models.batcher import Batcher
 from culturesim.records import Dialogue, Episode
@@ -46,7 +47,7 @@ def run(
             episode(template),
             batcher,
             seed=seed,
-            settings=RolePlaySettings(action_mode=mode, **settings),  # type: ignore[arg-type]
+            settings=SimulateSection(action_mode=mode, **settings),  # type: ignore[arg-type]
             cultures=CULTURES,
         )
         conversation.run()
@@ -188,7 +189,7 @@ def test_random_policy_is_seeded() -> None:
                 ep,
                 batcher,
                 seed=seed,
-                settings=RolePlaySettings(action_mode="free", max_turns=12),
+                settings=SimulateSection(action_mode="free", max_turns=12),
                 cultures=CULTURES,
             )
             conversation.run()
@@ -219,7 +220,7 @@ def test_model_selected_speakers_go_through_the_same_client() -> None:
             ep,
             batcher,
             seed=0,
-            settings=RolePlaySettings(action_mode="free", max_turns=3),
+            settings=SimulateSection(action_mode="free", max_turns=3),
             cultures=CULTURES,
         )
         conversation.run()
@@ -276,9 +277,7 @@ def test_simulator_writes_dialogues_with_intents_and_resumes(tmp_path: Path) -> 
     episodes = build_episodes(
         LIBRARY, LIBRARY.select("borrow_money,elder_care"), culture_groups("JPN,MEX", CULTURES)
     )
-    settings = SimulationSettings(
-        per_episode=2, roleplay=RolePlaySettings(action_mode="free", max_turns=3)
-    )
+    settings = SimulateSection(per_episode=2, action_mode="free", max_turns=3)
     store = RunStore.open(tmp_path / "run", {"test": 1})
     summary = Simulator(ScriptedModel(reply), store, settings, cultures=CULTURES).run(
         episodes, show_progress=False
@@ -307,12 +306,13 @@ def test_a_failing_conversation_is_listed_and_the_others_finish(tmp_path: Path) 
     episodes = build_episodes(
         LIBRARY, [LIBRARY.get("borrow_money")], culture_groups("JPN,MEX", CULTURES)
     )
-    settings = SimulationSettings(
+    settings = SimulateSection(
         per_episode=1,
         concurrency=1,  # a failing backend call fails its whole batch; keep them apart
         max_batch_size=1,
-        annotate_intents=False,
-        roleplay=RolePlaySettings(action_mode="free", max_turns=2),
+        intents=False,
+        action_mode="free",
+        max_turns=2,
     )
     store = RunStore.open(tmp_path / "run", {"test": 1})
     summary = Simulator(ScriptedModel(reply), store, settings, cultures=CULTURES).run(
@@ -356,9 +356,7 @@ def test_a_turns_intent_is_asked_while_the_dialogue_goes_on_and_reads_only_its_p
         calls.append("turn")
         return f" speak\nOUTPUT: Message {len(text)}."
 
-    settings = SimulationSettings(
-        per_episode=1, concurrency=1, roleplay=RolePlaySettings(action_mode="free", max_turns=4)
-    )
+    settings = SimulateSection(per_episode=1, concurrency=1, action_mode="free", max_turns=4)
     store = RunStore.open(tmp_path / "run", {"test": 1})
     Simulator(ScriptedModel(reply), store, settings, cultures=CULTURES).run(
         [episode()], show_progress=False

@@ -117,8 +117,9 @@ def test_the_answer_prefix_reaches_the_model(tmp_path: Path) -> None:
             styles="aware",
             answer_prefix=prefix,
             guard=False,
+            models=[Variant(name="m", spec="m")],
         )
-        run(section, ctx, [Variant("m", "m")])
+        run(section, ctx)
         seen[prefix] = model.scored
     assert seen[""] and seen["The answer is "]
     assert all(p[-1]["role"] != "assistant" for p in seen[""])  # type: ignore[index]
@@ -161,10 +162,10 @@ def test_pipeline_never_imports_typer() -> None:
 
 def test_a_section_default_is_written_once() -> None:
     from culturesim.agents.roleplay.stage import SimulateSection
-    from culturesim.pipeline.config import RunConfig
+    from culturesim.pipeline.config import parse_run_config
 
-    config = RunConfig.model_validate({"out": "x", "simulate": {}})
-    assert config.simulate == SimulateSection()
+    config = parse_run_config({"out": "x", "simulate": {}})
+    assert config.section("simulate") == SimulateSection()
     assert SimulateSection.default_of("per_episode") == 2
 
 
@@ -205,8 +206,13 @@ def test_the_report_shows_a_standalone_evaluation_run(tmp_path: Path) -> None:
         models=_factory(m=RecordingModel()),
         show_progress=False,
     )
-    section = EvaluateSection(survey_dir=str(tmp_path / "survey"), cultures="JPN", guard=False)
-    run(section, ctx, [Variant("m", "m")])
+    section = EvaluateSection(
+        survey_dir=str(tmp_path / "survey"),
+        cultures="JPN",
+        guard=False,
+        models=[Variant(name="m", spec="m")],
+    )
+    run(section, ctx)
     data = collect(out)
     assert {row["model"] for row in data.survey_summary} >= {"scripted"}
     html = build_report(out).read_text()

@@ -23,7 +23,7 @@ from culturesim.cli.runs import runs_app
 from culturesim.cli.scenarios import scenarios_app
 from culturesim.cli.simulate import simulate
 from culturesim.cli.train import train
-from culturesim.models.base import GenerationParams
+from culturesim.models.base import DEFAULT_MODEL, GenerationParams
 
 app = typer.Typer(
     name="culturesim",
@@ -94,7 +94,7 @@ def models_list(
 @app.command()
 def chat(
     message: Annotated[str, typer.Argument(help="What to say to the model.")],
-    model: ModelOption = "smollm2",
+    model: ModelOption = DEFAULT_MODEL,
     system: Annotated[str | None, typer.Option(help="A system prompt.")] = None,
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 160,
     temperature: Annotated[float, typer.Option(min=0.0)] = 0.0,
@@ -116,7 +116,7 @@ def chat(
 
 @app.command()
 def serve(
-    model: ModelOption = "smollm2",
+    model: ModelOption = DEFAULT_MODEL,
     host: Annotated[
         str, typer.Option(help="Bind address; keep 127.0.0.1 unless you add auth.")
     ] = "127.0.0.1",

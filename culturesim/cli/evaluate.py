@@ -21,6 +21,7 @@ from culturesim.cli.common import (
     say,
 )
 from culturesim.evaluation.stage import EvaluateSection
+from culturesim.models.base import DEFAULT_MODEL
 from culturesim.survey.questionnaire import SurveyFileError, load_culturespa
 
 evaluate_app = typer.Typer(help="Score models against survey data.", no_args_is_help=True)
@@ -167,16 +168,16 @@ def wvs_command(
             "batch_size": batch_size,
             "answer_prefix": answer_prefix,
             "guard": guard,
+            "models": [
+                Variant(
+                    name=spec,
+                    spec=spec,
+                    adapter=Path(adapters[i]) if adapters and adapters[i] != "none" else None,
+                )
+                for i, spec in enumerate(model)
+            ],
         },
     )
-    variants = [
-        Variant(
-            spec,
-            spec,
-            Path(adapters[i]) if adapters and adapters[i] != "none" else None,
-        )
-        for i, spec in enumerate(model)
-    ]
     ctx = RunContext(
         models=model_factory(),
         layout=RunLayout(out, {"evaluate": out, "survey": out}),
@@ -186,7 +187,7 @@ def wvs_command(
         console=console,
     )
     with door():
-        result = run(section, ctx, variants)
+        result = run(section, ctx)
     data = json.loads((out / "results.json").read_text())
     guard_rows = json.loads((out / "guard.json").read_text()) if guard else []
     if as_json:
@@ -242,7 +243,7 @@ def split_command(
 
 @evaluate_app.command("guard")
 def guard_command(
-    model: Annotated[str, typer.Option("--model", "-m")] = "smollm2",
+    model: Annotated[str, typer.Option("--model", "-m")] = DEFAULT_MODEL,
     adapter: Annotated[str | None, typer.Option()] = None,
     benchmark: Annotated[
         Path | None, typer.Option(help="MMLU-style JSONL; the built-in sanity set by default.")

@@ -19,13 +19,14 @@ from culturesim.cli.common import (
     fail,
     model_factory,
 )
+from culturesim.models.base import DEFAULT_MODEL
 
 
 def judge(
     run_dir: Annotated[Path, typer.Argument(help="A run directory with dialogues or instances.")],
     model: Annotated[
         str, typer.Option("--model", "-m", help=f"The judge model: {ModelHelp}")
-    ] = "smollm2",
+    ] = DEFAULT_MODEL,
     second_judge: Annotated[
         str | None, typer.Option(help="A second judge model, for agreement (Cohen's kappa).")
     ] = None,

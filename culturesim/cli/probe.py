@@ -19,6 +19,7 @@ from culturesim.cli.common import (
     door,
     model_factory,
 )
+from culturesim.models.base import DEFAULT_MODEL
 
 P = ProbeSection
 
@@ -37,7 +38,7 @@ def probe(
             min=0, help=f"Generated questions to keep per topic {default(P, 'per_topic')}."
         ),
     ] = None,
-    model: Annotated[str, typer.Option("--model", "-m", help=ModelHelp)] = "smollm2",
+    model: Annotated[str, typer.Option("--model", "-m", help=ModelHelp)] = DEFAULT_MODEL,
     answer_model: Annotated[
         str | None, typer.Option(help="Answers the questions (default: the --model).")
     ] = None,

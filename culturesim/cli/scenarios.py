@@ -19,7 +19,9 @@ from culturesim.cli.common import (
     fail,
     model_factory,
 )
+from culturesim.models.base import DEFAULT_MODEL
 from culturesim.prompt_library import PromptLibrary
+from culturesim.textlists import comma_list
 
 scenarios_app = typer.Typer(
     help="Author, check, list, render, adapt, generate, import and export scenario templates.",
@@ -213,7 +215,7 @@ def adapt(
     template_ids: Annotated[str, typer.Argument(help="Scenario ids, comma-separated, or 'all'.")],
     cultures: Annotated[str, typer.Option(help="Target culture codes, comma-separated.")],
     out: Annotated[Path, typer.Option(help="Folder for the adapted template files.")],
-    model: Annotated[str, typer.Option("--model", "-m")] = "smollm2",
+    model: Annotated[str, typer.Option("--model", "-m")] = DEFAULT_MODEL,
     source_culture: Annotated[str, typer.Option(help="Culture the source is rendered in.")] = "USA",
     attempts: Annotated[int, typer.Option(min=1, help="Tries per scenario, with corrections.")] = 3,
     max_new_tokens: Annotated[int, typer.Option(min=16)] = 700,
@@ -231,7 +233,7 @@ def adapt(
     try:
         library = ScenarioLibrary(dirs or [])
         known = load_cultures()
-        targets = resolve_cultures([c.strip() for c in cultures.split(",") if c.strip()], known)
+        targets = resolve_cultures(comma_list(cultures), known)
         source = resolve_cultures([source_culture], known)[0]
         templates = library.select(template_ids)
         episodes = build_episodes(library, templates, [[source]], seed=seed)
@@ -299,7 +301,7 @@ def personas(
     write_backgrounds: Annotated[
         bool, typer.Option(help="Let the model write each background from the sampled fields.")
     ] = False,
-    model: Annotated[str, typer.Option("--model", "-m")] = "smollm2",
+    model: Annotated[str, typer.Option("--model", "-m")] = DEFAULT_MODEL,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     culture_dirs: CultureDirOption = None,
     prompts_dir: PromptsDirOption = None,
@@ -345,7 +347,7 @@ def generate(
     norms: Annotated[Path, typer.Option(help="YAML {CODE: [norm, ...]} or JSONL {culture, norm}.")],
     culture: Annotated[str, typer.Option(help="The culture code whose norms are used.")],
     out: Annotated[Path, typer.Option(help="Folder for the written templates and the log.")],
-    model: Annotated[str, typer.Option("--model", "-m")] = "smollm2",
+    model: Annotated[str, typer.Option("--model", "-m")] = DEFAULT_MODEL,
     count: Annotated[int, typer.Option("-n", min=1, help="Scenarios to ask for.")] = 5,
     participants: Annotated[int, typer.Option(min=2, max=6)] = 2,
     attempts: Annotated[int, typer.Option(min=1, help="Tries per scenario, with corrections.")] = 3,

@@ -20,6 +20,7 @@ from culturesim.cli.common import (
     errors,
     model_factory,
 )
+from culturesim.models.base import DEFAULT_MODEL
 
 S = SimulateSection
 
@@ -47,7 +48,7 @@ def simulate(
     episodes_per_scenario: Annotated[
         int | None, typer.Option(help=f"Casts per scenario {default(S, 'episodes_per_scenario')}.")
     ] = None,
-    model: Annotated[str, typer.Option("--model", "-m", help=ModelHelp)] = "smollm2",
+    model: Annotated[str, typer.Option("--model", "-m", help=ModelHelp)] = DEFAULT_MODEL,
     seed: Annotated[int, typer.Option()] = 0,
     temperature: Annotated[float | None, typer.Option(help=default(S, "temperature"))] = None,
     top_p: Annotated[float | None, typer.Option(help=default(S, "top_p"))] = None,

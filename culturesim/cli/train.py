@@ -9,13 +9,14 @@ import typer
 from rich.table import Table
 
 from culturesim.cli.common import build_section, console, door, model_factory
+from culturesim.models.base import DEFAULT_MODEL
 from culturesim.training.train_stage import TrainSection
 
 
 def train(
     set_dir: Annotated[Path, typer.Argument(help="A corpus set folder, e.g. runs/corpus/clca.")],
     out: Annotated[Path, typer.Option(help="Output folder (checkpoints, adapters, metrics).")],
-    base: Annotated[str, typer.Option(help="smollm2 or a local model directory.")] = "smollm2",
+    base: Annotated[str, typer.Option(help="smollm2 or a local model directory.")] = DEFAULT_MODEL,
     method: Annotated[str | None, typer.Option(help="sft, dpo, or distill (soft targets).")] = None,
     preset: Annotated[str | None, typer.Option(help="default, culturespa or clca.")] = None,
     per_culture: Annotated[

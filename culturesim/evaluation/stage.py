@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from culturesim.context import (
+    LoopPlan,
     RunContext,
+    Stage,
     StageFailed,
     StageResult,
     StageSection,
@@ -25,8 +26,19 @@ from culturesim.context import (
     write_json_atomic,
 )
 from culturesim.survey.administer import DEFAULT_ANSWER_PREFIX
+from culturesim.textlists import comma_list
 
 STYLES = ("unaware", "aware", "cross_culture")
+
+
+class Variant(BaseModel):
+    """One model to evaluate: a name for tables, a spec and an optional adapter."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    spec: str
+    adapter: Path | None = None
 
 
 class EvaluateSection(StageSection):
@@ -52,6 +64,11 @@ class EvaluateSection(StageSection):
     )
     batch_size: int = Field(default=64, ge=1)
     guard: bool = Field(default=True, description="also run the general-ability sanity set")
+    models: list[Variant] | None = Field(
+        default=None,
+        description="the models to score (name, spec, adapter); in a loop by default the base "
+        "before, the run's teacher and the base after fine-tuning",
+    )
 
     @field_validator("styles")
     @classmethod
@@ -62,17 +79,8 @@ class EvaluateSection(StageSection):
         return value
 
 
-@dataclass(frozen=True)
-class Variant:
-    """One model to evaluate: a name for tables, a spec and an optional adapter."""
-
-    name: str
-    spec: str
-    adapter: Path | None = None
-
-
 def _split(text: str) -> list[str]:
-    return [s.strip() for s in text.split(",") if s.strip()]
+    return comma_list(text)
 
 
 def trained_adapter(ctx: RunContext) -> Path | None:
@@ -82,21 +90,19 @@ def trained_adapter(ctx: RunContext) -> Path | None:
 def loop_variants(ctx: RunContext) -> list[Variant]:
     """The base model before, the run's teacher when it has one, and, when the loop trained an
     adapter, the base after fine-tuning (the student, in a positive control)."""
-    variants = [Variant("before", ctx.roles.base)]
+    variants = [Variant(name="before", spec=ctx.roles.base)]
     teacher = ctx.teacher_adapter()
     if teacher is not None:
-        variants.append(Variant("teacher", ctx.roles.base, teacher))
+        variants.append(Variant(name="teacher", spec=ctx.roles.base, adapter=teacher))
     adapter = trained_adapter(ctx)
     if adapter is not None:
-        variants.append(Variant("after", ctx.roles.base, adapter))
+        variants.append(Variant(name="after", spec=ctx.roles.base, adapter=adapter))
     return variants
 
 
-def run(
-    section: EvaluateSection, ctx: RunContext, variants: Sequence[Variant] | None = None
-) -> StageResult:
-    """Score every variant on the survey (when a survey is set) and on the guard."""
-    chosen = list(variants) if variants is not None else loop_variants(ctx)
+def run(section: EvaluateSection, ctx: RunContext) -> StageResult:
+    """Score every model on the survey (when a survey is set) and on the guard."""
+    chosen = list(section.models) if section.models is not None else loop_variants(ctx)
     counts: dict[str, Any] = {}
     written: list[Path] = []
     if section.survey_dir is not None:
@@ -304,3 +310,25 @@ def culture_maps(
         )
         maps.append(plot_culture_map(similarity, out / name, title=f"Culture map: {model_id}"))
     return maps
+
+
+def plan(section: EvaluateSection, loop: LoopPlan) -> str:
+    names = ["before"]
+    if loop.has("teacher") or loop.ctx.teacher_adapter() is not None:
+        names.append("teacher")
+    if loop.has("train") or trained_adapter(loop.ctx) is not None:
+        names.append("after")
+    if section.models:
+        names = [m.name for m in section.models]
+    parts = []
+    if section.survey_dir:
+        parts.append(
+            f"survey ({section.limit or 'all'} {section.questions} questions, cultures "
+            f"{section.cultures}, {section.styles})"
+        )
+    if section.guard:
+        parts.append("sanity set (30 items)")
+    return f"{' + '.join(parts) or 'nothing'} × {len(names)} ({'/'.join(names)})"
+
+
+STAGE = Stage("evaluate", EvaluateSection, run, plan, input_paths=("survey_dir",))

@@ -16,6 +16,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
 
+DEFAULT_MODEL = "smollm2"
+"""The embedded SmolLM2-135M-Instruct: every model role's default, the one place it is named."""
+
 
 class ChatMessage(TypedDict):
     role: str

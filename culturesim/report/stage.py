@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from culturesim.context import RunContext, StageResult, StageSection
+from culturesim.context import LoopPlan, RunContext, Stage, StageResult, StageSection
 
 
 class ReportSection(StageSection):
@@ -14,3 +14,10 @@ def run(section: ReportSection, ctx: RunContext) -> StageResult:
 
     index = build_report(ctx.layout.root)
     return StageResult(counts={"index": str(index)}, written=(index,))
+
+
+def plan(section: ReportSection, loop: LoopPlan) -> str:
+    return f"static HTML at {loop.ctx.layout.report / 'index.html'}"
+
+
+STAGE = Stage("report", ReportSection, run, plan, always=True)

@@ -13,6 +13,7 @@ from typing import Any
 from culturesim.records import Culture, Episode, derive_seed
 from culturesim.scenarios.personas import PersonaSampler
 from culturesim.scenarios.templates import ScenarioLibrary, ScenarioTemplate
+from culturesim.textlists import comma_list
 
 
 def culture_groups(spec: str, known: Mapping[str, Culture]) -> list[list[Culture]]:
@@ -20,9 +21,8 @@ def culture_groups(spec: str, known: Mapping[str, Culture]) -> list[list[Culture
     from culturesim.scenarios.cultures import resolve_cultures
 
     groups = []
-    for part in (p.strip() for p in spec.split(",")):
-        if part:
-            groups.append(resolve_cultures([c.strip() for c in part.split("+")], dict(known)))
+    for part in comma_list(spec):
+        groups.append(resolve_cultures([c.strip() for c in part.split("+")], dict(known)))
     return groups
 
 

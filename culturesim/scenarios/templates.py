@@ -63,6 +63,7 @@ from culturesim.records import Culture, Persona, Role, Scenario, derive_seed
 from culturesim.scenarios.cues import culture_cues
 from culturesim.scenarios.graphs import GraphError, GraphSpec, build_graph, graph_edges
 from culturesim.scenarios.personas import PersonaSpec
+from culturesim.textlists import comma_list
 
 SUFFIX = ".scenario.jinja2"
 TURN_POLICIES = ("round_robin", "random", "graph", "model")
@@ -355,7 +356,7 @@ class ScenarioLibrary:
         selectors; the union, in library order. A selector that matches nothing is an error,
         so a typo never silently shrinks a run."""
         if isinstance(ids, str):
-            ids = [i.strip() for i in ids.split(",") if i.strip()]
+            ids = comma_list(ids)
         if not ids:
             raise ScenarioError(
                 "no scenarios selected: give ids, tag:NAME, situation:NAME or 'all' "

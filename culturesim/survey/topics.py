@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from culturesim.paths import package_data
 from culturesim.records import Question
 from culturesim.survey.questionnaire import SurveyQuestion
+from culturesim.textlists import comma_list
 
 BUILTIN_TOPICS = package_data("data", "topics.yaml")
 _ID = re.compile(r"^Q(\d+)([A-Z]?)$")
@@ -114,7 +115,7 @@ def select_topics(topics: list[Topic], wanted: str) -> list[Topic]:
     if wanted.strip() == "all":
         return topics
     picked = []
-    for key in (w.strip() for w in wanted.split(",") if w.strip()):
+    for key in comma_list(wanted):
         match = [t for t in topics if key in (t.id, t.name)]
         if not match:
             raise TopicFileError(f"unknown topic {key!r}; known: {', '.join(t.id for t in topics)}")

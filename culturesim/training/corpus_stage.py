@@ -14,7 +14,9 @@ from typing import Any, Literal
 from pydantic import Field
 
 from culturesim.context import (
+    LoopPlan,
     RunContext,
+    Stage,
     StageFailed,
     StageResult,
     StageSection,
@@ -293,3 +295,10 @@ def dataset_card(section: CorpusSection, runs: list[Path], summary: dict[str, An
         "",
     ]
     return "\n".join(card)
+
+
+def plan(section: CorpusSection, loop: LoopPlan) -> str:
+    return f"kept records → CLCA views ({section.mixture}), CultureSPA sets, DPO"
+
+
+STAGE = Stage("corpus", CorpusSection, run, plan, input_paths=("eval_questions",))

@@ -15,9 +15,18 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from culturesim.context import RunContext, StageFailed, StageResult, StageSection, write_json_atomic
+from culturesim.context import (
+    LoopPlan,
+    RunContext,
+    Stage,
+    StageFailed,
+    StageResult,
+    StageSection,
+    write_json_atomic,
+)
 from culturesim.survey.administer import DEFAULT_ANSWER_PREFIX
 from culturesim.survey.questionnaire import Survey
+from culturesim.textlists import comma_list
 
 CULTURESPA_CULTURES = "USA,CAN,BOL,BRA,GBR,NLD,DEU,UKR,CHN,RUS,IND,THA,KEN,NGA,ETH,ZWE,AUS,NZL"
 
@@ -73,7 +82,7 @@ def run(section: TeacherSection, ctx: RunContext) -> StageResult:
             f"teacher: survey_dir {survey_dir} does not exist; point it at the WVS folder"
         )
     survey = load_survey_dir(survey_dir)
-    codes = [c.strip() for c in section.cultures.split(",") if c.strip()]
+    codes = comma_list(section.cultures)
     missing = [c for c in codes if c not in survey.shares]
     if missing:
         raise StageFailed(f"teacher: no survey data for {', '.join(missing)} in {survey_dir}")
@@ -136,3 +145,14 @@ def run(section: TeacherSection, ctx: RunContext) -> StageResult:
         },
         written=(ctx.layout.split_file, result.adapter, path),
     )
+
+
+def plan(section: TeacherSection, loop: LoopPlan) -> str:
+    return (
+        f"hold out half the survey (seed {section.split_seed}), then LoRA of "
+        f"{loop.ctx.roles.base} on the seen half's shares for "
+        f"{len(comma_list(section.cultures))} cultures"
+    )
+
+
+STAGE = Stage("teacher", TeacherSection, run, plan, input_paths=("survey_dir",))

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from culturesim.context import RunContext, StageFailed, StageResult, StageSection
+from culturesim.context import LoopPlan, RunContext, Stage, StageFailed, StageResult, StageSection
 from culturesim.store import read_jsonl
 
 
@@ -184,3 +184,15 @@ def _distiller(section: TrainSection, ctx: RunContext, set_dir: Path) -> Adapter
         )
 
     return fit
+
+
+def plan(section: TrainSection, loop: LoopPlan) -> str:
+    steps = (
+        f"{section.max_steps} steps"
+        if section.max_steps
+        else f"{section.epochs or 'preset'} epochs"
+    )
+    return f"LoRA {section.method} of {loop.ctx.roles.base} on '{section.set}', {steps}"
+
+
+STAGE = Stage("train", TrainSection, run, plan)

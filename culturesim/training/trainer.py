@@ -35,17 +35,13 @@ class TrainingError(ValueError):
 
 def resolve_base(spec: str) -> Path:
     """A model spec to a local directory of weights (only local models can be trained)."""
-    if spec == "smollm2":
-        from culturesim.models.smollm2 import ensure_converted
+    from culturesim.models.base import ModelError
+    from culturesim.models.registry import local_weights
 
-        return Path(ensure_converted())
-    path = Path(spec.removeprefix("hf:"))
-    if not (path / "config.json").exists():
-        raise TrainingError(
-            f"base model {spec!r}: give `smollm2` or a local model directory with config.json "
-            "(hub ids need network access; openai: models cannot be trained here)"
-        )
-    return path
+    try:
+        return local_weights(spec)
+    except ModelError as error:
+        raise TrainingError(str(error)) from error
 
 
 def load_rows(set_dir: Path, split: str, culture: str | None = None) -> list[dict[str, Any]]:

@@ -11,7 +11,15 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from culturesim.context import RunContext, StageFailed, StageResult, StageSection, write_json_atomic
+from culturesim.context import (
+    LoopPlan,
+    RunContext,
+    Stage,
+    StageFailed,
+    StageResult,
+    StageSection,
+    write_json_atomic,
+)
 from culturesim.records import (
     Answer,
     Dialogue,
@@ -268,3 +276,13 @@ def judge_statistics(run_dir: Path, judge_name: str | None = None) -> dict[str, 
         report[f"kappa_vs_{other}"] = {r.dimension: round(r.kappa, 3) for r in pair}
         report[f"agreement_vs_{other}"] = {r.dimension: round(r.agreement, 3) for r in pair}
     return report
+
+
+def plan(section: JudgeSection, loop: LoopPlan) -> str:
+    return (
+        f"{loop.counts.get('dialogues') or 'the'} dialogues × 3 rubrics and every instance with "
+        f"{loop.ctx.roles.judge} ({section.mode} mode)"
+    )
+
+
+STAGE = Stage("judge", JudgeSection, run, plan, input_paths=("rubrics_dirs",))

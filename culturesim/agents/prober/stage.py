@@ -17,9 +17,18 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from culturesim.context import RunContext, StageFailed, StageResult, StageSection, write_json_atomic
+from culturesim.context import (
+    LoopPlan,
+    RunContext,
+    Stage,
+    StageFailed,
+    StageResult,
+    StageSection,
+    write_json_atomic,
+)
 from culturesim.models.embeddings import DECONTAMINATION_THRESHOLD, QUESTION_DEDUP_THRESHOLD
 from culturesim.records import Instance, Question
+from culturesim.textlists import comma_list
 
 
 class ProbeSection(StageSection):
@@ -74,7 +83,7 @@ class ProbeSection(StageSection):
             value = str(value)  # `scales: 10` in YAML
         if not isinstance(value, str):
             return value  # the type check names it
-        for part in (p.strip() for p in value.split(",")):
+        for part in comma_list(value):
             if part != "free" and not (part.isdigit() and 3 <= int(part) <= 11):
                 raise ValueError(
                     f"{part!r} is not a format: use 'free' or a scale of 3 to 11 points, "
@@ -93,9 +102,7 @@ class ProbeSection(StageSection):
     @property
     def scale_formats(self) -> tuple[int | None, ...]:
         """`scales` as the generator takes it: None for free options, N for a 1..N scale."""
-        return tuple(
-            None if p.strip() == "free" else int(p.strip()) for p in self.scales.split(",")
-        )
+        return tuple(None if p == "free" else int(p) for p in comma_list(self.scales))
 
 
 def _eval_texts(path: str | None, split_file: Path) -> list[str]:
@@ -159,13 +166,12 @@ def run(section: ProbeSection, ctx: RunContext) -> StageResult:
     topic_list = select_topics(
         load_topics(topics_file or BUILTIN_TOPICS, extend=topics_file is not None), section.topics
     )
-    codes = [c.strip() for c in section.cultures.split(",") if c.strip()]
+    codes = comma_list(section.cultures)
     known = ctx.cultures(out)
     resolve_cultures(codes, known)
     rule_list = [
-        InstanceRule(r.strip(), section.jsd_threshold, section.min_confidence)
-        for r in section.rules.split(",")
-        if r.strip()
+        InstanceRule(r, section.jsd_threshold, section.min_confidence)
+        for r in comma_list(section.rules)
     ]
     seed_map = {t.name: t.seed_records() for t in topic_list}
     anchor_pairs: tuple[tuple[str, str], ...] = ()
@@ -291,3 +297,25 @@ def run(section: ProbeSection, ctx: RunContext) -> StageResult:
         },
         written=(summary_path,),
     )
+
+
+def plan(section: ProbeSection, loop: LoopPlan) -> str:
+    from culturesim.survey.topics import BUILTIN_TOPICS, load_topics, select_topics
+
+    topics = select_topics(load_topics(BUILTIN_TOPICS), section.topics)
+    questions = len(topics) * section.per_topic
+    roles = loop.ctx.roles
+    return (
+        f"{len(topics)} topics × {section.per_topic} = ≤{questions} questions by "
+        f"{roles.prober}, answered unaware and for {len(comma_list(section.cultures))} "
+        f"cultures by {roles.answerer or roles.prober}"
+    )
+
+
+STAGE = Stage(
+    "probe",
+    ProbeSection,
+    run,
+    plan,
+    input_paths=("topics_file", "seeds", "eval_questions", "anchors_file"),
+)

@@ -33,6 +33,7 @@ from autogen.io.base import IOStream
 
 from culturesim.agents.roleplay.autogen_client import bound_client, llm_config
 from culturesim.agents.roleplay.protocol import parse_turn
+from culturesim.agents.roleplay.settings import SimulateSection
 from culturesim.models.base import Chat
 from culturesim.models.batcher import Batcher
 from culturesim.models.corrections import generate_until_valid
@@ -71,26 +72,6 @@ class _Silent(IOStream):
         return ""
 
 
-@dataclass(frozen=True)
-class RolePlaySettings:
-    """Sampling and protocol settings, from the run config (CLCA: top_p 0.7)."""
-
-    temperature: float = 0.7
-    top_p: float = 0.7
-    max_new_tokens: int = 96
-    repetition_threshold: float = 0.9
-    prefill: str = "ACTION:"
-    action_mode: str = "structured"
-    allow_leave_after: int = 2
-    max_turns: int | None = None  # caps every scenario's own turn limit (quick runs, demos)
-
-    def __post_init__(self) -> None:
-        if self.action_mode not in ("structured", "free"):
-            raise ValueError(
-                f"action_mode must be 'structured' or 'free', got {self.action_mode!r}"
-            )
-
-
 @dataclass
 class ConversationState:
     """What has happened so far in one conversation."""
@@ -110,7 +91,7 @@ class Conversation:
         batcher: Batcher,
         *,
         seed: int,
-        settings: RolePlaySettings = RolePlaySettings(),
+        settings: SimulateSection | None = None,
         library: PromptLibrary | None = None,
         cultures: dict[str, Any] | None = None,
         on_turn: Callable[[Turn], None] | None = None,
@@ -122,7 +103,7 @@ class Conversation:
         self.scenario = episode.scenario
         self.batcher = batcher
         self.seed = seed
-        self.settings = settings
+        self.settings = settings or SimulateSection()
         self.library = library or PromptLibrary()
         known = cultures or load_cultures()
         self.roles = [r.name for r in self.scenario.roles]
@@ -130,7 +111,7 @@ class Conversation:
         self.culture_views = {r.name: _culture_view(known[r.culture]) for r in self.scenario.roles}
         self.graph = graph_from_edges(self.roles, self.scenario.edges)
         self.turn_limit = min(
-            self.scenario.turn_limit, settings.max_turns or self.scenario.turn_limit
+            self.scenario.turn_limit, self.settings.max_turns or self.scenario.turn_limit
         )
         self.client_class = bound_client(batcher)
         self.state = ConversationState()

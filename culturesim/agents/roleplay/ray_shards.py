@@ -16,7 +16,8 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from culturesim.agents.roleplay.simulation import SimulationSettings, SimulationSummary
+from culturesim.agents.roleplay.settings import SimulateSection
+from culturesim.agents.roleplay.simulation import SimulationSummary
 from culturesim.models.cache import prepare_cache_file
 from culturesim.models.ray_cluster import actor_environment, ensure_ray, threads_per_actor
 from culturesim.records import Dialogue, Episode
@@ -27,7 +28,13 @@ class _SimulationWorker:
     """Runs inside a Ray actor: one model replica, the Simulator over a shard."""
 
     def __init__(
-        self, spec: str, run_dir: str, settings: SimulationSettings, threads: int, cache: bool
+        self,
+        spec: str,
+        run_dir: str,
+        settings: SimulateSection,
+        seed: int,
+        threads: int,
+        cache: bool,
     ) -> None:
         import torch
 
@@ -37,11 +44,12 @@ class _SimulationWorker:
         self.run_dir = Path(run_dir)
         self.model = build_model(spec, cache_path=self.run_dir / "cache.sqlite" if cache else None)
         self.settings = settings
+        self.seed = seed
 
     def run(self, episodes: list[Episode], retry_failed: bool) -> dict[str, Any]:
         from culturesim.agents.roleplay.simulation import Simulator
 
-        simulator = Simulator(self.model, RunStore(self.run_dir), self.settings)
+        simulator = Simulator(self.model, RunStore(self.run_dir), self.settings, seed=self.seed)
         summary = simulator.run(episodes, show_progress=False, retry_failed=retry_failed)
         return summary.as_dict()
 
@@ -55,8 +63,9 @@ def simulate_with_ray(
     spec: str,
     store: RunStore,
     episodes: Sequence[Episode],
-    settings: SimulationSettings,
+    settings: SimulateSection,
     *,
+    seed: int = 0,
     actors: int,
     retry_failed: bool = False,
     cache: bool = True,
@@ -71,7 +80,7 @@ def simulate_with_ray(
     remote = ray.remote(num_cpus=1, runtime_env=actor_environment())(_SimulationWorker)
     threads = threads_per_actor(actors)
     workers = [
-        remote.remote(spec, str(store.root), settings, threads, cache) for _ in range(actors)
+        remote.remote(spec, str(store.root), settings, seed, threads, cache) for _ in range(actors)
     ]
     started = time.perf_counter()
     before = len(store.done_ids(Dialogue))

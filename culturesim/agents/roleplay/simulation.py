@@ -26,8 +26,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from culturesim.agents.roleplay.conversation import Conversation, RolePlaySettings
+from culturesim.agents.roleplay.conversation import Conversation
 from culturesim.agents.roleplay.intents import IntentAnnotator
+from culturesim.agents.roleplay.settings import SimulateSection
 from culturesim.models.base import EngineDied, LanguageModel
 from culturesim.models.batcher import Batcher
 from culturesim.models.metering import MeteredModel
@@ -36,16 +37,6 @@ from culturesim.prompt_library import PromptLibrary
 from culturesim.records import Culture, Dialogue, Episode, Turn, derive_seed
 from culturesim.scenarios.cultures import load_cultures
 from culturesim.store import RunStore
-
-
-@dataclass(frozen=True)
-class SimulationSettings:
-    per_episode: int = 2
-    concurrency: int = 32
-    max_batch_size: int = 32
-    annotate_intents: bool = True
-    seed: int = 0
-    roleplay: RolePlaySettings = field(default_factory=RolePlaySettings)
 
 
 @dataclass
@@ -94,8 +85,9 @@ class Simulator:
         self,
         model: LanguageModel,
         store: RunStore,
-        settings: SimulationSettings = SimulationSettings(),
+        settings: SimulateSection | None = None,
         *,
+        seed: int = 0,
         library: PromptLibrary | None = None,
         cultures: dict[str, Culture] | None = None,
         console: Console | None = None,
@@ -103,7 +95,8 @@ class Simulator:
         self.metered = MeteredModel(model)
         self.model_id = model.model_id
         self.store = store
-        self.settings = settings
+        self.settings = settings or SimulateSection()
+        self.seed = seed
         self.library = library or PromptLibrary()
         self.cultures = cultures or load_cultures()
         self.console = console
@@ -210,7 +203,7 @@ class Simulator:
         return summary
 
     def _simulate(self, batcher: Batcher, episode: Episode, sample_index: int) -> Dialogue:
-        seed = dialogue_seed(episode, sample_index, self.settings.seed)
+        seed = dialogue_seed(episode, sample_index, self.seed)
         host = self.cultures[episode.scenario.roles[0].culture]
         annotator = IntentAnnotator(batcher, library=self.library)
         views: list[str] = []
@@ -227,10 +220,10 @@ class Simulator:
             episode,
             batcher,
             seed=seed,
-            settings=self.settings.roleplay,
+            settings=self.settings,
             library=self.library,
             cultures=self.cultures,
-            on_turn=label if self.settings.annotate_intents else None,
+            on_turn=label if self.settings.intents else None,
         )
         state = conversation.run()
         turns = annotator.finish(state.turns)

@@ -1,47 +1,15 @@
 """The simulate stage: scenarios × cultures → Episode and Dialogue records, resumably.
 
-`SimulateSection` is the stage's only schema: `culturesim simulate` options, a `--config` file
-and the `simulate:` section of a run config all fill it, so every default is written here once.
+`SimulateSection` (in `settings`) is the stage's only schema: `culturesim simulate` options, a
+`--config` file and the `simulate:` section of a run config fill it, and the simulator and
+every conversation read it as it is, so every default is written once.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
-
-from pydantic import Field
-
-from culturesim.context import RunContext, StageFailed, StageResult, StageSection
+from culturesim.agents.roleplay.settings import SimulateSection
+from culturesim.context import LoopPlan, RunContext, Stage, StageFailed, StageResult
 from culturesim.records import Culture, Dialogue, Episode
-
-
-class SimulateSection(StageSection):
-    """Which scenarios, cultures and casts; how agents sample and speak; how much at once."""
-
-    resource_fields: ClassVar[frozenset[str]] = frozenset(
-        {"concurrency", "max_batch_size", "ray_actors"}
-    )
-
-    scenarios: str = Field(
-        default="all", description="ids, tag:NAME or situation:NAME, comma-separated, or 'all'"
-    )
-    cultures: str = Field(default="JPN,MEX", description="codes, comma-separated; JPN+MEX mixes")
-    per_episode: int = Field(default=2, ge=1, description="dialogue samples per episode (CLCA: 2)")
-    episodes_per_scenario: int = Field(default=1, ge=1, description="casts per scenario")
-    temperature: float = Field(default=0.7, ge=0.0)
-    top_p: float = Field(default=0.7, gt=0.0, le=1.0, description="CLCA: 0.7")
-    max_new_tokens: int = Field(default=96, ge=8)
-    action_mode: Literal["structured", "free"] = "structured"
-    allow_leave_after: int = Field(default=2, ge=0, description="turns before 'leave' is allowed")
-    max_turns: int | None = Field(default=None, ge=1, description="cap on every turn limit")
-    intents: bool = Field(default=True, description="label every utterance's intent")
-    concurrency: int = Field(default=32, ge=1, description="conversations in flight")
-    max_batch_size: int = Field(default=32, ge=1)
-    ray_actors: int = Field(default=0, ge=0, description="shard episodes over N Ray actors")
-    scenario_dirs: list[str] = Field(default_factory=list, description="your template folders")
-    culture_dirs: list[str] = Field(default_factory=list, description="your culture folders")
-    variables: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="per scenario id: template variables to set"
-    )
 
 
 def plan_episodes(section: SimulateSection, ctx: RunContext) -> list[Episode]:
@@ -76,8 +44,7 @@ def _user_cultures(section: SimulateSection) -> dict[str, Culture]:
 
 def run(section: SimulateSection, ctx: RunContext) -> StageResult:
     """Simulate every dialogue not yet written; failed ones are listed and the stage goes on."""
-    from culturesim.agents.roleplay.conversation import RolePlaySettings
-    from culturesim.agents.roleplay.simulation import SimulationSettings, Simulator
+    from culturesim.agents.roleplay.simulation import Simulator
     from culturesim.models.cache import CachedModel
     from culturesim.models.retry import retry_log_of
     from culturesim.store import RunStore
@@ -98,21 +65,6 @@ def run(section: SimulateSection, ctx: RunContext) -> StageResult:
     store.append_many(
         [c for code, c in sorted(cultures.items()) if code in used and c.id not in stored]
     )
-    settings = SimulationSettings(
-        per_episode=section.per_episode,
-        concurrency=section.concurrency,
-        max_batch_size=section.max_batch_size,
-        annotate_intents=section.intents,
-        seed=ctx.seed,
-        roleplay=RolePlaySettings(
-            temperature=section.temperature,
-            top_p=section.top_p,
-            max_new_tokens=section.max_new_tokens,
-            action_mode=section.action_mode,
-            allow_leave_after=section.allow_leave_after,
-            max_turns=section.max_turns,
-        ),
-    )
     lm = None
     try:
         if section.ray_actors:
@@ -122,7 +74,8 @@ def run(section: SimulateSection, ctx: RunContext) -> StageResult:
                 spec,
                 store,
                 episodes,
-                settings,
+                section,
+                seed=ctx.seed,
                 actors=section.ray_actors,
                 retry_failed=ctx.retry_failed,
             )
@@ -130,7 +83,13 @@ def run(section: SimulateSection, ctx: RunContext) -> StageResult:
             assert shared is not None
             lm = CachedModel(shared, out / "cache.sqlite")
             simulator = Simulator(
-                lm, store, settings, library=ctx.prompts, cultures=cultures, console=ctx.console
+                lm,
+                store,
+                section,
+                seed=ctx.seed,
+                library=ctx.prompts,
+                cultures=cultures,
+                console=ctx.console,
             )
             summary = simulator.run(
                 episodes, retry_failed=ctx.retry_failed, show_progress=ctx.show_progress
@@ -174,3 +133,15 @@ def dialogue_cultures(ctx: RunContext) -> dict[str, int]:
             if d.episode_id in episodes
         )
     )
+
+
+def plan(section: SimulateSection, loop: LoopPlan) -> str:
+    episodes = len(plan_episodes(section, loop.ctx))
+    dialogues = loop.counts["dialogues"] = episodes * section.per_episode
+    return (
+        f"{episodes} episodes × {section.per_episode} = {dialogues} dialogues "
+        f"with {loop.ctx.roles.actor}"
+    )
+
+
+STAGE = Stage("simulate", SimulateSection, run, plan, input_paths=("scenario_dirs", "culture_dirs"))
