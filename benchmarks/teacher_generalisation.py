@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/teacher_generalisation.py --stride 3 --epochs 3 --lr 3e-3
     .venv/bin/python benchmarks/teacher_generalisation.py --stride 26 --epochs 20 --lr 3e-3
 
-Fits the positive control's survey teacher (`training/survey_teacher.py`, soft targets from
+Fits the positive control's survey teacher (`training/soft_fit.py`, soft targets from
 answer shares) on every `stride`-th question of the seen half of a seed-0 split, for six
 culturally distant countries, then scores it culture-aware on those seen questions and on
 every `stride`-th held-out question. Prints, for each, CultureSPA, Jensen-Shannon distance and
@@ -33,7 +33,8 @@ from culturesim.survey.administer import SurveyPrompter, answer_logprob
 from culturesim.survey.questionnaire import load_survey_dir
 from culturesim.survey.split import split_survey
 from culturesim.survey.topics import BUILTIN_TOPICS, load_topics, topic_namer
-from culturesim.training.survey_teacher import TeacherConfig, build_rows, train_teacher
+from culturesim.training.soft_fit import SoftFitConfig, fit_soft_targets
+from culturesim.training.soft_rows import build_rows
 
 CULTURES = "USA,NGA,CHN,NLD,IND,RUS"
 
@@ -62,7 +63,7 @@ def main() -> None:
     rows = build_rows(
         AutoTokenizer.from_pretrained(base_dir), survey, seen, cultures, prompter, "The answer is "
     )
-    config = TeacherConfig(
+    config = SoftFitConfig(
         epochs=args.epochs,
         learning_rate=args.lr,
         lora_layers=args.lora_layers or None,
@@ -71,7 +72,7 @@ def main() -> None:
     )
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
-        result = train_teacher(base_dir, rows, Path(folder), config, show_progress=False)
+        result = fit_soft_targets(base_dir, rows, Path(folder), config, show_progress=False)
         print(
             f"teacher: {len(rows)} rows ({len(seen)} seen questions x {len(cultures)} cultures), "
             f"{result.steps} steps, {time.perf_counter() - started:.0f} s, loss "

@@ -44,6 +44,12 @@ class StageSection(BaseModel):
 
     resource_fields: ClassVar[frozenset[str]] = frozenset()
 
+    def shared_settings(self) -> dict[str, Any]:
+        """Settings that must have one value across the stages that have them (a run config
+        refuses two): the answer prefix that training targets are written after must be the
+        one scoring reads. A section lists what it shares, given its other settings."""
+        return {}
+
     def identity(self) -> dict[str, Any]:
         """The settings that decide the records, as JSON-able data."""
         return self.model_dump(mode="json", exclude=set(self.resource_fields))

@@ -18,15 +18,9 @@ from culturesim.records import Answer, Instance, Question
 from culturesim.scenarios.cultures import load_cultures
 from culturesim.survey.administer import SurveyPrompter, answer_logprob
 from culturesim.survey.questionnaire import Survey, SurveyQuestion, load_survey_dir
-from culturesim.training.survey_teacher import (
-    SoftRow,
-    TeacherConfig,
-    TeacherError,
-    build_rows,
-    label_tree_targets,
-    soft_label_loss,
-    train_teacher,
-)
+from culturesim.training.soft_fit import SoftFitConfig, fit_soft_targets
+from culturesim.training.soft_loss import soft_label_loss
+from culturesim.training.soft_rows import SoftRow, SoftTargetError, build_rows, label_tree_targets
 from tests.conftest import SHARED_WVS, ScriptedModel, prompt_text
 
 # --------------------------------------------------------------------------- targets and loss
@@ -40,9 +34,9 @@ def test_label_targets_sum_shares_by_first_token_and_branch_after_it() -> None:
     assert first == pytest.approx({1: 0.5, 2: 0.5})
     assert branch == 1
     assert second == pytest.approx({0: 0.6}) and stop == pytest.approx(0.4)
-    with pytest.raises(TeacherError, match="3 tokens"):
+    with pytest.raises(SoftTargetError, match="3 tokens"):
         label_tree_targets([[1], [1, 2, 3]], [0.5, 0.5])
-    with pytest.raises(TeacherError, match="more than one"):
+    with pytest.raises(SoftTargetError, match="more than one"):
         label_tree_targets([[1, 0], [2, 0]], [0.5, 0.5])
 
 
@@ -126,8 +120,8 @@ def test_a_trained_teacher_scores_the_shares_it_was_taught(
     )
     assert len(rows) == 1 and rows[0].has_branch
     # At 3e-2 the fit oscillates (loss 3.7 -> 2.6 in 400 steps); 1e-2 settles (-> 1.2).
-    config = TeacherConfig(max_steps=400, learning_rate=1e-2, batch_size=1, lora_layers=None)
-    result = train_teacher(wide_logits_dir, rows, tmp_path, config, show_progress=False)
+    config = SoftFitConfig(max_steps=400, learning_rate=1e-2, batch_size=1, lora_layers=None)
+    result = fit_soft_targets(wide_logits_dir, rows, tmp_path, config, show_progress=False)
     assert result.last_loss < result.first_loss
     items = prompter.items([survey.questions["Q106"]], ["aware"], ["USA"])
     target = survey.distribution("USA", "Q106")
@@ -151,7 +145,7 @@ def test_the_training_loss_is_the_nll_that_scoring_implies(tiny_model_dir: Path)
     for a 4-option and a 10-option question (where "10" is "1" then "0")."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from culturesim.training.survey_teacher import _left_pad
+    from culturesim.training.soft_fit import _left_pad
 
     survey = _toy_survey()
     prompter = SurveyPrompter(load_cultures())
@@ -194,7 +188,7 @@ def test_an_interrupted_teacher_resumes_to_the_same_adapter(
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
 
-    from culturesim.training import survey_teacher
+    from culturesim.training import soft_loss
 
     rows = build_rows(
         AutoTokenizer.from_pretrained(tiny_model_dir),
@@ -204,10 +198,10 @@ def test_an_interrupted_teacher_resumes_to_the_same_adapter(
         SurveyPrompter(load_cultures()),
         "The answer is ",
     )
-    config = TeacherConfig(max_steps=6, batch_size=2, save_steps=2, lora_layers=None)
-    whole = train_teacher(tiny_model_dir, rows, tmp_path / "whole", config, show_progress=False)
+    config = SoftFitConfig(max_steps=6, batch_size=2, save_steps=2, lora_layers=None)
+    whole = fit_soft_targets(tiny_model_dir, rows, tmp_path / "whole", config, show_progress=False)
 
-    real_loss = survey_teacher.soft_label_loss
+    real_loss = soft_loss.soft_label_loss
     calls = {"n": 0}
 
     def dies_at_step_five(logits: torch.Tensor, batch: list[SoftRow]) -> torch.Tensor:
@@ -216,14 +210,14 @@ def test_an_interrupted_teacher_resumes_to_the_same_adapter(
             raise KeyboardInterrupt
         return real_loss(logits, batch)
 
-    monkeypatch.setattr(survey_teacher, "soft_label_loss", dies_at_step_five)
+    monkeypatch.setattr(soft_loss, "soft_label_loss", dies_at_step_five)
     with pytest.raises(KeyboardInterrupt):
-        train_teacher(tiny_model_dir, rows, tmp_path / "cut", config, show_progress=False)
+        fit_soft_targets(tiny_model_dir, rows, tmp_path / "cut", config, show_progress=False)
     assert (
         json.loads((tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 4
     )
-    monkeypatch.setattr(survey_teacher, "soft_label_loss", real_loss)
-    resumed = train_teacher(tiny_model_dir, rows, tmp_path / "cut", config, show_progress=False)
+    monkeypatch.setattr(soft_loss, "soft_label_loss", real_loss)
+    resumed = fit_soft_targets(tiny_model_dir, rows, tmp_path / "cut", config, show_progress=False)
     assert resumed.steps == whole.steps == 6
     a = load_file(str(whole.adapter / "adapter_model.safetensors"))
     b = load_file(str(resumed.adapter / "adapter_model.safetensors"))
@@ -303,7 +297,7 @@ def test_distillation_rows_from_the_corpus_are_the_teachers_rows(tiny_model_dir:
     from transformers import AutoTokenizer
 
     from culturesim.training.corpus import Row, to_record
-    from culturesim.training.survey_teacher import rows_from_corpus
+    from culturesim.training.soft_rows import rows_from_corpus
 
     survey = _toy_survey()
     prompter = SurveyPrompter(load_cultures())
@@ -339,7 +333,7 @@ def test_distillation_rows_from_the_corpus_are_the_teachers_rows(tiny_model_dir:
         np.testing.assert_allclose(a.first_probs, b.first_probs, atol=1e-9)
         np.testing.assert_allclose(a.second_probs, b.second_probs, atol=1e-9)
         assert a.stop_prob == pytest.approx(b.stop_prob)
-    with pytest.raises(TeacherError, match=r"corpus\.targets: soft"):
+    with pytest.raises(SoftTargetError, match=r"corpus\.targets: soft"):
         rows_from_corpus(tokenizer, [{**records[0], "target": None}])
 
 

@@ -91,3 +91,32 @@ def test_a_stage_name_is_declared_once() -> None:
         register(Stage("simulate", EchoSection, run_echo, plan_echo))
     with pytest.raises(ValueError, match="run config key"):
         register(Stage("models", EchoSection, run_echo, plan_echo))
+
+
+def test_training_targets_and_scoring_must_agree_on_the_answer_prefix(tmp_path: Path) -> None:
+    survey = str(tmp_path)
+    agreeing = {
+        "out": "x",
+        "teacher": {"survey_dir": survey},
+        "corpus": {"targets": "soft", "answer_prefix": "The answer is "},
+        "evaluate": {"survey_dir": survey},
+    }
+    assert parse_run_config(agreeing).section("corpus").answer_prefix == "The answer is "
+    published = {**agreeing, "corpus": {"targets": "argmax", "answer_prefix": ""}}
+    assert parse_run_config(published).section("corpus").answer_prefix == "", (
+        "argmax targets may keep the published bare number"
+    )
+    for stage, value in (
+        ("corpus", {"targets": "soft"}),
+        ("teacher", {"survey_dir": survey, "answer_prefix": "Answer: "}),
+    ):
+        with pytest.raises(ValueError, match="answer_prefix") as caught:
+            parse_run_config({**agreeing, stage: value})
+        assert "scoring reads" in str(caught.value)
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        yaml.safe_dump({**agreeing, "out": str(tmp_path / "r"), "corpus": {"targets": "soft"}})
+    )
+    refused = runner.invoke(app, ["run", str(config), "--dry-run"])
+    assert refused.exit_code == 1 and "answer_prefix" in refused.output
+    assert "Traceback" not in refused.output

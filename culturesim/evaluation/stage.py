@@ -70,6 +70,9 @@ class EvaluateSection(StageSection):
         "before, the run's teacher and the base after fine-tuning",
     )
 
+    def shared_settings(self) -> dict[str, Any]:
+        return {"answer_prefix": self.answer_prefix} if self.survey_dir else {}
+
     @field_validator("styles")
     @classmethod
     def _known_styles(cls, value: str) -> str:

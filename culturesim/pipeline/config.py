@@ -56,6 +56,24 @@ class RunConfig(BaseModel):
                     data = {**data, stage.name: {} if data[stage.name] else None}
         return data
 
+    @model_validator(mode="after")
+    def _one_value_for_shared_settings(self) -> RunConfig:
+        seen: dict[str, tuple[str, Any]] = {}
+        for stage in declared_stages():
+            section = self.section(stage.name)
+            if not isinstance(section, StageSection):
+                continue
+            for key, value in section.shared_settings().items():
+                if key in seen and seen[key][1] != value:
+                    first, earlier = seen[key]
+                    raise ValueError(
+                        f"{first}.{key} is {earlier!r} but {stage.name}.{key} is {value!r}: "
+                        "training targets must follow the prompt that scoring reads; give "
+                        "both the same value"
+                    )
+                seen.setdefault(key, (stage.name, value))
+        return self
+
     def section(self, name: str) -> Any:
         """The stage's settings section, or None when the stage is not configured."""
         return getattr(self, name, None)

@@ -65,6 +65,11 @@ class CorpusSection(StageSection):
     )
     unjudged: bool = Field(default=False, description="use dialogues never judged (not advised)")
 
+    def shared_settings(self) -> dict[str, Any]:
+        """Soft targets are scored as the evaluation scores; argmax targets may keep the
+        published bare option number."""
+        return {"answer_prefix": self.answer_prefix} if self.targets == "soft" else {}
+
 
 def _evaluation_texts(path: str | None) -> list[str]:
     """Question texts to keep out: a JSON list of {"question": ...}, or the held-out half of a

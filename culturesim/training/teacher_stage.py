@@ -27,6 +27,7 @@ from culturesim.context import (
 from culturesim.survey.administer import DEFAULT_ANSWER_PREFIX
 from culturesim.survey.questionnaire import Survey
 from culturesim.textlists import comma_list
+from culturesim.training.soft_fit import SoftFitConfig
 
 CULTURESPA_CULTURES = "USA,CAN,BOL,BRA,GBR,NLD,DEU,UKR,CHN,RUS,IND,THA,KEN,NGA,ETH,ZWE,AUS,NZL"
 
@@ -42,18 +43,25 @@ class TeacherSection(StageSection):
     )
     split_seed: int = Field(default=0, description="which questions are held out follows from it")
     limit: int | None = Field(default=None, ge=1, description="only the first N seen questions")
-    epochs: float = Field(default=1.0, gt=0)
+    epochs: float = Field(default=SoftFitConfig.epochs, gt=0)
     max_steps: int | None = Field(default=None, ge=1, description="> 0 overrides epochs")
-    learning_rate: float = Field(default=1e-3, gt=0)
-    lora_r: int = Field(default=16, ge=1)
+    learning_rate: float = Field(default=SoftFitConfig.learning_rate, gt=0)
+    lora_r: int = Field(default=SoftFitConfig.lora_r, ge=1)
     lora_layers: int | None = Field(
-        default=8, ge=1, description="adapt only the top N layers (null: all)"
+        default=SoftFitConfig.lora_layers,
+        ge=1,
+        description="adapt only the top N layers (null: all)",
     )
-    batch_size: int = Field(default=8, ge=1)
-    save_steps: int = Field(default=25, ge=1, description="checkpoint interval, for resuming")
+    batch_size: int = Field(default=SoftFitConfig.batch_size, ge=1)
+    save_steps: int = Field(
+        default=SoftFitConfig.save_steps, ge=1, description="checkpoint interval, for resuming"
+    )
     answer_prefix: str = Field(
         default=DEFAULT_ANSWER_PREFIX, description="the evaluation's assistant prefill"
     )
+
+    def shared_settings(self) -> dict[str, Any]:
+        return {"answer_prefix": self.answer_prefix}
 
 
 def ensure_split(ctx: RunContext, survey: Survey, seed: int) -> dict[str, Any]:
@@ -73,7 +81,8 @@ def run(section: TeacherSection, ctx: RunContext) -> StageResult:
     from culturesim.scenarios.cultures import resolve_cultures
     from culturesim.survey.administer import SurveyPrompter
     from culturesim.survey.questionnaire import load_survey_dir
-    from culturesim.training.survey_teacher import TeacherConfig, build_rows, train_teacher
+    from culturesim.training.soft_fit import fit_soft_targets
+    from culturesim.training.soft_rows import build_rows
     from culturesim.training.trainer import resolve_base
 
     survey_dir = Path(section.survey_dir)
@@ -101,7 +110,7 @@ def run(section: TeacherSection, ctx: RunContext) -> StageResult:
         SurveyPrompter(known, library=ctx.prompts),
         section.answer_prefix,
     )
-    config = TeacherConfig(
+    config = SoftFitConfig(
         epochs=section.epochs,
         max_steps=section.max_steps,
         learning_rate=section.learning_rate,
@@ -111,7 +120,7 @@ def run(section: TeacherSection, ctx: RunContext) -> StageResult:
         save_steps=section.save_steps,
         seed=ctx.seed,
     )
-    result = train_teacher(
+    result = fit_soft_targets(
         base_dir,
         rows,
         ctx.layout.teacher,

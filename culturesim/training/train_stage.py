@@ -40,7 +40,9 @@ class TrainSection(StageSection):
     max_length: int | None = Field(default=None, ge=16)
     packing: bool | None = None
     lora_layers: int | None = Field(
-        default=None, ge=1, description="distill: adapt only the top N layers (default 8)"
+        default=None,
+        ge=1,
+        description="distill: adapt only the top N layers (default: the teacher's)",
     )
     qlora: bool = Field(default=False, description="4-bit QLoRA (CUDA + bitsandbytes)")
 
@@ -136,31 +138,30 @@ def _distiller(section: TrainSection, ctx: RunContext, set_dir: Path) -> Adapter
     """The set's soft targets fitted with the survey teacher's loss, one adapter per call."""
     from transformers import AutoTokenizer
 
-    from culturesim.training.survey_teacher import (
-        TeacherConfig,
-        TeacherError,
-        rows_from_corpus,
-        train_teacher,
-    )
+    from culturesim.training.soft_fit import DISTILL_EPOCHS, SoftFitConfig, fit_soft_targets
+    from culturesim.training.soft_rows import SoftTargetError, rows_from_corpus
     from culturesim.training.trainer import load_rows, resolve_base
 
     base_dir = resolve_base(ctx.roles.base)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    config = TeacherConfig(
-        epochs=section.epochs or 3.0,
-        max_steps=section.max_steps,
-        learning_rate=section.learning_rate or 1e-3,
-        batch_size=section.effective_batch_size or section.batch_size or 8,
-        lora_r=section.lora_r or 16,
-        lora_layers=section.lora_layers or 8,
+    given: dict[str, Any] = {
+        "max_steps": section.max_steps,
+        "learning_rate": section.learning_rate,
+        "batch_size": section.effective_batch_size or section.batch_size,
+        "lora_r": section.lora_r,
+        "lora_layers": section.lora_layers,
+    }
+    config = SoftFitConfig(
+        epochs=section.epochs or DISTILL_EPOCHS,
         seed=ctx.seed,
+        **{key: value for key, value in given.items() if value is not None},
     )
 
     def fit(culture: str | None, target: Path) -> dict[str, Any]:
         try:
             train_rows = rows_from_corpus(tokenizer, load_rows(set_dir, "train", culture))
             validation = rows_from_corpus(tokenizer, load_rows(set_dir, "validation", culture))
-            result = train_teacher(
+            result = fit_soft_targets(
                 base_dir,
                 train_rows,
                 target,
@@ -172,7 +173,7 @@ def _distiller(section: TrainSection, ctx: RunContext, set_dir: Path) -> Adapter
                 show_progress=ctx.show_progress,
                 console=ctx.console,
             )
-        except TeacherError as error:
+        except SoftTargetError as error:
             raise StageFailed(f"train: set {section.set!r}: {error}") from error
         return _summary(
             result.adapter,
