@@ -10,9 +10,6 @@ user's folders first, and the cultures, including those a stage stored in the ru
 
 from __future__ import annotations
 
-import json
-import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -313,34 +310,3 @@ class RunContext:
 def saved_adapter(folder: Path) -> Path | None:
     """`folder` when a finished LoRA adapter is saved there (PEFT writes its config last)."""
     return folder if (folder / "adapter_config.json").exists() else None
-
-
-def json_safe(data: Any) -> Any:
-    """The data with NaN and infinities as None, since JSON has no such numbers."""
-    if isinstance(data, float):
-        return data if math.isfinite(data) else None
-    if isinstance(data, dict):
-        return {k: json_safe(v) for k, v in data.items()}
-    if isinstance(data, list | tuple):
-        return [json_safe(v) for v in data]
-    if hasattr(data, "item") and callable(data.item):  # numpy scalars
-        return json_safe(data.item())
-    return data
-
-
-def write_json_atomic(path: Path, data: Any) -> Path:
-    """Write a derived JSON file whole or not at all (a kill never leaves half a file); NaN is
-    written as null, so every reader can parse it."""
-    return write_text_atomic(path, json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write text to a temporary sibling, flush it to disk, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(path.name + ".tmp")
-    with staging.open("w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(staging, path)
-    return path

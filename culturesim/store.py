@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import platform
 import re
@@ -23,7 +24,7 @@ import subprocess
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,6 +34,11 @@ from culturesim.records import RECORD_TYPES, Record
 R = TypeVar("R", bound=Record)
 TRACKED_PACKAGES = ("culturesim", "torch", "transformers", "peft", "trl", "datasets", "autogen")
 _SECRET_KEY = re.compile(r"(api[_-]?key|password|secret|token)$", re.IGNORECASE)
+
+
+def is_secret_key(key: object) -> bool:
+    """Whether a config key names a credential (its value never enters a manifest)."""
+    return bool(_SECRET_KEY.search(str(key)))
 
 
 def complete_lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -123,7 +129,7 @@ def redact_secrets(config: Any) -> Any:
     """Replace values of secret-looking keys so a manifest never holds a credential."""
     if isinstance(config, dict):
         return {
-            key: "<redacted>" if _SECRET_KEY.search(str(key)) else redact_secrets(value)
+            key: "<redacted>" if is_secret_key(key) else redact_secrets(value)
             for key, value in config.items()
         }
     if isinstance(config, list):
@@ -274,15 +280,47 @@ class RunStore:
         self._quarantine(path, torn, "torn last line (a writer was killed mid-write)")
         os.ftruncate(fd, start)
 
-    def _quarantine(self, path: Path, line: str, reason: str) -> None:
-        warnings.warn(
-            f"{path.name}: {reason}; moved to quarantine.jsonl", StoreWarning, stacklevel=3
-        )
-        entry = json.dumps({"file": path.name, "reason": reason, "line": line}) + "\n"
+    def _quarantine(
+        self, path: Path, line: str, reason: str, number: int | None = None, warn: bool = True
+    ) -> None:
+        if warn:
+            warnings.warn(
+                f"{path.name}: {reason}; moved to quarantine.jsonl", StoreWarning, stacklevel=3
+            )
+        row: dict[str, Any] = {"file": path.name, "reason": reason, "line": line}
+        if number is not None:
+            row["number"] = number
         with open(self.root / "quarantine.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(entry)
+            handle.write(json.dumps(row) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
+
+    def quarantine_lines(self, kind: str, bad: Mapping[int, str]) -> int:
+        """Move the numbered lines (number -> why) of `<kind>.jsonl` to quarantine.jsonl and
+        rewrite the file without them, under the lock every writer takes, so no append is lost
+        in between. Returns how many lines were moved."""
+        path = self.path_for(kind)
+        if not bad or not path.exists():
+            return 0
+        with self._lock:
+            fd = os.open(path, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                raw = os.pread(fd, os.fstat(fd).st_size, 0).split(b"\n")
+                kept = []
+                for number, line in enumerate(raw, start=1):
+                    if number in bad:
+                        text = line.decode("utf-8", errors="replace")
+                        self._quarantine(path, text, bad[number], number, warn=False)
+                    elif line.strip():
+                        kept.append(line + b"\n")
+                staging = path.with_suffix(".jsonl.tmp")
+                staging.write_bytes(b"".join(kept))
+                os.replace(staging, path)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+        return len(bad)
 
     # ------------------------------------------------------------------ reading
 
@@ -319,3 +357,37 @@ class RunStore:
     def done_ids(self, kind: str | type[Record]) -> set[str]:
         """Ids already written for a kind: what a resumed stage skips."""
         return {record.id for record in self.read(kind)}
+
+
+# ------------------------------------------------------------------ derived files
+
+
+def json_safe(data: Any) -> Any:
+    """The data with NaN and infinities as None, since JSON has no such numbers."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: json_safe(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [json_safe(v) for v in data]
+    if hasattr(data, "item") and callable(data.item):  # numpy scalars
+        return json_safe(data.item())
+    return data
+
+
+def write_json_atomic(path: Path, data: Any) -> Path:
+    """Write a derived JSON file whole or not at all (a kill never leaves half a file); NaN is
+    written as null, so every reader can parse it."""
+    return write_text_atomic(path, json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write text to a temporary sibling, flush it to disk, then rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(path.name + ".tmp")
+    with staging.open("w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(staging, path)
+    return path

@@ -11,16 +11,14 @@ rewritten atomically, so later readers stop warning about them; nothing is delet
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from culturesim.records import RECORD_TYPES, Record
-from culturesim.store import _SECRET_KEY, read_jsonl
+from culturesim.store import RunStore, is_secret_key, read_jsonl
 
 
 @dataclass(frozen=True)
@@ -53,7 +51,7 @@ def _secrets_left(value: Any, path: str = "") -> list[str]:
     if isinstance(value, dict):
         for key, inner in value.items():
             where = f"{path}.{key}" if path else str(key)
-            if _SECRET_KEY.search(str(key)) and inner not in ("<redacted>", None, ""):
+            if is_secret_key(key) and inner not in ("<redacted>", None, ""):
                 leaks.append(where)
             leaks += _secrets_left(inner, where)
     elif isinstance(value, list):
@@ -114,35 +112,10 @@ def _read_records(check: RunCheck, kind: str, quarantine: bool) -> dict[str, Rec
         first_line[record.id] = (number, text)
         records[record.id] = record
     if quarantine and bad:
-        _move_to_quarantine(check, path, {n for n, _, _ in bad}, bad)
+        check.quarantined += RunStore(check.run).quarantine_lines(
+            kind, {number: reason for number, _, reason in bad}
+        )
     return records
-
-
-def _move_to_quarantine(
-    check: RunCheck, path: Path, numbers: set[int], bad: list[tuple[int, str, str]]
-) -> None:
-    """Rewrite `path` without the bad lines (under the store's lock), keeping them aside."""
-    with open(path, "r+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            lines = handle.read().split(b"\n")
-            kept = [raw for n, raw in enumerate(lines, start=1) if n not in numbers and raw.strip()]
-            with open(check.run / "quarantine.jsonl", "a", encoding="utf-8") as aside:
-                for number, text, reason in bad:
-                    aside.write(
-                        json.dumps(
-                            {"file": path.name, "line": number, "reason": reason, "text": text}
-                        )
-                        + "\n"
-                    )
-                aside.flush()
-                os.fsync(aside.fileno())
-            staging = path.with_suffix(".jsonl.tmp")
-            staging.write_bytes(b"".join(raw + b"\n" for raw in kept))
-            os.replace(staging, path)
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-    check.quarantined += len(bad)
 
 
 def _check_lineage(check: RunCheck, records: dict[str, dict[str, Record]]) -> None:

@@ -10,17 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from culturesim.context import (
-    ModelFactory,
-    ModelRoles,
-    RunContext,
-    RunLayout,
-    json_safe,
-    write_json_atomic,
-)
+from culturesim.context import ModelFactory, ModelRoles, RunContext, RunLayout
 from culturesim.models.base import Prompt
 from culturesim.records import Culture, Dialogue, FilterDecision
-from culturesim.store import RunStore
+from culturesim.store import RunStore, json_safe, write_json_atomic
 from tests.conftest import ScriptedModel
 from tests.evaluation_fixtures import write_survey
 from tests.helpers import actor_reply, judge_reply

@@ -130,7 +130,7 @@ def test_a_run_config_reads_its_inputs_from_its_own_folder(tmp_path: Path) -> No
 
 
 def test_results_json_has_no_nan(tmp_path: Path) -> None:
-    from culturesim.context import write_json_atomic
+    from culturesim.store import write_json_atomic
 
     path = write_json_atomic(tmp_path / "results.json", {"kl": float("nan")})
     assert "NaN" not in path.read_text() and json.loads(path.read_text()) == {"kl": None}

@@ -23,8 +23,8 @@ from culturesim.context import (
     StageResult,
     StageSection,
     saved_adapter,
-    write_json_atomic,
 )
+from culturesim.store import write_json_atomic
 from culturesim.survey.administer import DEFAULT_ANSWER_PREFIX
 from culturesim.textlists import comma_list
 

@@ -10,8 +10,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from culturesim.context import write_json_atomic
 from culturesim.evaluation.scoring import CultureResult
+from culturesim.store import write_json_atomic
 
 METRICS = ("culturespa", "js_distance", "emd", "kl", "invalid_rate", "label_mass", "discrimination")
 COLUMNS = ("model", "style", "culture", "questions", *METRICS)

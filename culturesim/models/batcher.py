@@ -116,9 +116,6 @@ class Batcher:
     ) -> Completion:
         return await asyncio.wrap_future(self.submit_generate(prompt, params))
 
-    async def ascore(self, prompt: Prompt, candidates: Sequence[str]) -> list[float]:
-        return await asyncio.wrap_future(self.submit_score(prompt, candidates))
-
     # ------------------------------------------------------------------ the LanguageModel protocol
 
     def generate(

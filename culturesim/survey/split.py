@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from culturesim.context import write_json_atomic
 from culturesim.records import derive_seed
+from culturesim.store import write_json_atomic
 from culturesim.survey.questionnaire import SurveyQuestion
 
 SPLIT_FILE = "survey_split.json"

@@ -93,14 +93,6 @@ class Row:
         return self.text
 
 
-@dataclass
-class CorpusReport:
-    rows: Counter[str] = field(default_factory=Counter)
-    by_culture: dict[str, Counter[str]] = field(default_factory=dict)
-    removed: Counter[str] = field(default_factory=Counter)
-    filters: list[str] = field(default_factory=list)
-
-
 # --------------------------------------------------------------------------- CLCA views
 
 

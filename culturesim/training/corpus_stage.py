@@ -13,16 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from culturesim.context import (
-    LoopPlan,
-    RunContext,
-    Stage,
-    StageFailed,
-    StageResult,
-    StageSection,
-    write_json_atomic,
-    write_text_atomic,
-)
+from culturesim.context import LoopPlan, RunContext, Stage, StageFailed, StageResult, StageSection
 from culturesim.models.embeddings import CORPUS_DEDUP_THRESHOLD
 from culturesim.prompt_library import echoes_placeholder
 from culturesim.records import (
@@ -34,7 +25,7 @@ from culturesim.records import (
     Question,
     latest_decisions,
 )
-from culturesim.store import RunStore
+from culturesim.store import RunStore, write_json_atomic, write_text_atomic
 
 
 class CorpusSection(StageSection):

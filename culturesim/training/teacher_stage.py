@@ -15,15 +15,8 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from culturesim.context import (
-    LoopPlan,
-    RunContext,
-    Stage,
-    StageFailed,
-    StageResult,
-    StageSection,
-    write_json_atomic,
-)
+from culturesim.context import LoopPlan, RunContext, Stage, StageFailed, StageResult, StageSection
+from culturesim.store import write_json_atomic
 from culturesim.survey.administer import DEFAULT_ANSWER_PREFIX
 from culturesim.survey.questionnaire import Survey
 from culturesim.textlists import comma_list

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from culturesim.records import Label, Verdict
 
@@ -184,16 +184,6 @@ class AgreementReport:
     items: int
     agreement: float
     kappa: float
-
-
-@dataclass
-class JudgeStats:
-    verdicts: int = 0
-    unparseable: int = 0
-    by_rubric: Counter[str] = field(default_factory=Counter)
-    decisions: Counter[str] = field(default_factory=Counter)
-    position: list[AgreementReport] = field(default_factory=list)
-    judges: list[AgreementReport] = field(default_factory=list)
 
 
 def agreement(

@@ -11,15 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from culturesim.context import (
-    LoopPlan,
-    RunContext,
-    Stage,
-    StageFailed,
-    StageResult,
-    StageSection,
-    write_json_atomic,
-)
+from culturesim.context import LoopPlan, RunContext, Stage, StageFailed, StageResult, StageSection
 from culturesim.records import (
     Answer,
     Dialogue,
@@ -30,7 +22,7 @@ from culturesim.records import (
     Verdict,
     latest_decisions,
 )
-from culturesim.store import RunStore
+from culturesim.store import RunStore, write_json_atomic
 
 STATUSES = ("kept", "dropped", "unparseable")
 

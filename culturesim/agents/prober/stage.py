@@ -17,17 +17,10 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from culturesim.context import (
-    LoopPlan,
-    RunContext,
-    Stage,
-    StageFailed,
-    StageResult,
-    StageSection,
-    write_json_atomic,
-)
+from culturesim.context import LoopPlan, RunContext, Stage, StageFailed, StageResult, StageSection
 from culturesim.models.embeddings import DECONTAMINATION_THRESHOLD, QUESTION_DEDUP_THRESHOLD
 from culturesim.records import Instance, Question
+from culturesim.store import write_json_atomic
 from culturesim.textlists import comma_list
 
 

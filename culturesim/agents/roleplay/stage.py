@@ -118,23 +118,6 @@ def run(section: SimulateSection, ctx: RunContext) -> StageResult:
     )
 
 
-def dialogue_cultures(ctx: RunContext) -> dict[str, int]:
-    """Dialogues per culture (mixed casts as JPN+MEX), for the plan and the report."""
-    from collections import Counter
-
-    from culturesim.store import RunStore
-
-    store = RunStore(ctx.layout.simulate)
-    episodes = {e.id: e for e in store.read(Episode)}
-    return dict(
-        Counter(
-            episodes[d.episode_id].scenario.culture
-            for d in store.read(Dialogue)
-            if d.episode_id in episodes
-        )
-    )
-
-
 def plan(section: SimulateSection, loop: LoopPlan) -> str:
     episodes = len(plan_episodes(section, loop.ctx))
     dialogues = loop.counts["dialogues"] = episodes * section.per_episode
