@@ -61,11 +61,10 @@ def _secrets_left(value: Any, path: str = "") -> list[str]:
 
 
 def _check_manifest(check: RunCheck) -> None:
-    path = check.run / "manifest.json"
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        check.add("manifest.json", None, "manifest", f"unreadable: {error}")
+        manifest = RunStore(check.run).manifest()
+    except (OSError, ValueError) as error:
+        check.add("manifest.json", None, "manifest", str(error))
         return
     for key in ("created", "seed", "config", "versions"):
         if key not in manifest:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,11 +17,27 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
+from typer.testing import CliRunner, Result
 
+from culturesim.cli.common import CliState
 from culturesim.models.base import Completion, GenerationParams, Prompt, per_prompt_params
 from culturesim.models.transformers_backend import TransformersModel
 
 hf_logging.disable_progress_bar()
+
+# Every command the tests run in this process shares one invocation state, so a model the
+# session loaded once (SmolLM2) serves every command: passed as Typer's `obj`, which is how a
+# caller hands the command line its models (no process-global factory in the package).
+CLI_STATE = CliState()
+_invoke = CliRunner.invoke
+
+
+def _invoke_with_shared_models(self: CliRunner, *args: Any, **kwargs: Any) -> Result:
+    kwargs.setdefault("obj", CLI_STATE)
+    return _invoke(self, *args, **kwargs)
+
+
+CliRunner.invoke = _invoke_with_shared_models  # type: ignore[method-assign]
 SHARED_WVS = Path(__file__).resolve().parents[2] / "shared" / "data" / "wvs"
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "demo.yaml"
 
@@ -105,12 +122,11 @@ def tiny_model_dir(
 def smollm2() -> TransformersModel:
     """The real embedded model, loaded once for the whole session; every command the tests run
     in this process gets the same instance through the command line's model factory."""
-    from culturesim.cli.common import model_factory
     from culturesim.models.registry import build_model
 
     model = build_model("smollm2")
     assert isinstance(model, TransformersModel)
-    model_factory().provide("smollm2", model)
+    CLI_STATE.models.provide("smollm2", model)
     return model
 
 
@@ -221,7 +237,6 @@ def tiny_overrides(out: Path, model: Path) -> list[str]:
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
     """examples/demo.yaml end to end with the tiny model, uninterrupted, driven from Python
     through the stage functions (no command line involved)."""
-    from culturesim.cli.common import model_factory
     from culturesim.pipeline.config import load_run_config
     from culturesim.pipeline.runner import context_for, run_stages
     from culturesim.store import RunStore
@@ -229,7 +244,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> 
     out = tmp_path_factory.mktemp("loop") / "run"
     config = load_run_config(DEMO_CONFIG, tiny_overrides(out, tiny_model_dir))
     RunStore.open(out, {"command": "run", **config.identity()}, seed=config.seed)
-    ctx = context_for(config, models=model_factory(), show_progress=False)
+    ctx = context_for(config, models=CLI_STATE.models, show_progress=False)
     run_stages(config, config.enabled_stages(), ctx=ctx)
     return out
 

@@ -104,7 +104,7 @@ def norm_writer(prompt: Prompt) -> str:
 
 
 def test_scenarios_from_norms_are_corrected_saved_and_logged(tmp_path: Path) -> None:
-    from culturesim.cli.common import model_factory
+    from tests.conftest import CLI_STATE
 
     norms = tmp_path / "norms.yaml"
     norms.write_text(
@@ -112,7 +112,7 @@ def test_scenarios_from_norms_are_corrected_saved_and_logged(tmp_path: Path) -> 
     )
     culture_dir = tmp_path / "cultures"
     invoke("cultures", "new", "PRT", "--culture-dir", str(culture_dir))
-    model_factory().provide("norm-writer", ScriptedModel(norm_writer, "norm-writer"))
+    CLI_STATE.models.provide("norm-writer", ScriptedModel(norm_writer, "norm-writer"))
     out = tmp_path / "generated"
     args = ["scenarios", "generate", "--norms", str(norms), "--culture", "PRT", "--out", str(out)]
     args += ["--model", "norm-writer", "-n", "2", "--culture-dir", str(culture_dir)]

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow  # one Python start per case
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "250", "CULTURESIM_DEBUG": ""}
+    env = {**os.environ, "COLUMNS": "250"}
     command = [sys.executable, "-c", "from culturesim.cli import app; app()", *args]
     return subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
 

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from culturesim import __version__
-from culturesim.cli.common import console, errors, fail
+from culturesim.cli.common import CliState, DoorGroup, console, errors, fail, models
 from culturesim.cli.corpus import corpus
 from culturesim.cli.cultures import cultures_app
 from culturesim.cli.evaluate import evaluate_app
@@ -27,6 +27,7 @@ from culturesim.models.base import DEFAULT_MODEL, GenerationParams
 
 app = typer.Typer(
     name="culturesim",
+    cls=DoorGroup,
     help="Simulate cultural interactions, build training corpora, fine-tune and evaluate.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -58,6 +59,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
@@ -66,8 +68,9 @@ def main(
     ] = False,
 ) -> None:
     """culturesim command line."""
-    if debug:
-        os.environ["CULTURESIM_DEBUG"] = "1"
+    if not isinstance(ctx.obj, CliState):
+        ctx.obj = CliState()
+    ctx.obj.debug = debug  # per invocation: a shared state (tests) does not keep it
     # Our own progress bars speak for long work. Set through the environment, so a command that
     # never loads a model does not pay for importing transformers and datasets.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -102,14 +105,14 @@ def chat(
     adapter: Annotated[str | None, typer.Option(help="A LoRA adapter directory.")] = None,
 ) -> None:
     """Send one message and print the model's reply."""
-    from culturesim.cli.common import door, model_factory
+    from culturesim.cli.common import door
 
     messages = ([{"role": "system", "content": system}] if system else []) + [
         {"role": "user", "content": message}
     ]
     params = GenerationParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
     with door():
-        lm = model_factory().get(model, adapter=adapter)
+        lm = models().get(model, adapter=adapter)
         (reply,) = lm.generate([messages], params)  # type: ignore[list-item]
     typer.echo(reply.text.strip())
 

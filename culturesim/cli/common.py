@@ -7,9 +7,10 @@ says what to do, with a non-zero exit. Nothing else in the package prints.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -17,6 +18,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from culturesim.context import ModelFactory, StageFailed, StageSection
 from culturesim.models.base import ModelError
@@ -47,8 +49,45 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code=code)
 
 
+@dataclass
+class CliState:
+    """What one invocation of the command line hands its commands: one model factory (each
+    model is loaded once, however many stages use it) and whether to show tracebacks. A caller
+    that runs many commands in one process (a test session) passes its own as `obj`."""
+
+    models: ModelFactory = field(default_factory=ModelFactory)
+    debug: bool = False
+
+
+_invocation: ContextVar[CliState | None] = ContextVar("culturesim_invocation", default=None)
+
+
+def state() -> CliState:
+    """The running invocation's state (a fresh one outside any command)."""
+    return _invocation.get() or CliState()
+
+
+def models() -> ModelFactory:
+    """The invocation's model factory: commands build their run contexts on it."""
+    return state().models
+
+
 def debug_enabled() -> bool:
-    return os.environ.get("CULTURESIM_DEBUG", "") not in ("", "0")
+    return state().debug
+
+
+class DoorGroup(TyperGroup):
+    """Every command runs behind the one error door, whether or not it opens one itself."""
+
+    def invoke(self, ctx: Any) -> Any:
+        if not isinstance(ctx.obj, CliState):
+            ctx.obj = CliState()
+        token = _invocation.set(ctx.obj)
+        try:
+            with door():
+                return super().invoke(ctx)
+        finally:
+            _invocation.reset(token)
 
 
 @contextmanager
@@ -100,18 +139,6 @@ def build_section(
 def default(cls: type[StageSection], name: str) -> str:
     """'(default: X)' for a help text, read from the section so it is written once."""
     return f"(default: {cls.default_of(name)})"
-
-
-_shared_models: ModelFactory | None = None
-
-
-def model_factory() -> ModelFactory:
-    """One model factory per process: a caller that runs many commands in one process (a test
-    session, a notebook) loads each model once instead of once per command."""
-    global _shared_models
-    if _shared_models is None:
-        _shared_models = ModelFactory()
-    return _shared_models
 
 
 def say(text: str) -> None:

@@ -15,7 +15,7 @@ from culturesim.cli.common import (
     console,
     default,
     door,
-    model_factory,
+    models,
 )
 from culturesim.training.corpus_stage import CorpusSection
 
@@ -76,7 +76,7 @@ def corpus(
         },
     )
     ctx = RunContext(
-        models=model_factory(),
+        models=models(),
         layout=RunLayout.for_stage("corpus", out, inputs=runs),
         prompt_dirs=tuple(prompts_dir or ()),
         culture_dirs=tuple(culture_dir or ()),

@@ -17,7 +17,7 @@ from culturesim.cli.common import (
     default,
     door,
     fail,
-    model_factory,
+    models,
     say,
 )
 from culturesim.evaluation.stage import EvaluateSection
@@ -179,7 +179,7 @@ def wvs_command(
         },
     )
     ctx = RunContext(
-        models=model_factory(),
+        models=models(),
         layout=RunLayout(out, {"evaluate": out, "survey": out}),
         prompt_dirs=tuple(prompts_dir or ()),
         culture_dirs=tuple(culture_dir or ()),
@@ -262,7 +262,7 @@ def guard_command(
 
     try:
         items = load_benchmark(benchmark or SANITY_SET)
-        lm = model_factory().get(model, adapter=adapter)
+        lm = models().get(model, adapter=adapter)
     except (BenchmarkFileError, ModelError) as error:
         raise fail(str(error)) from error
     from culturesim.prompt_library import PromptLibrary

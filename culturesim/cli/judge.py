@@ -17,7 +17,7 @@ from culturesim.cli.common import (
     console,
     door,
     fail,
-    model_factory,
+    models,
 )
 from culturesim.models.base import DEFAULT_MODEL
 
@@ -82,7 +82,7 @@ def judge(
         },
     )
     ctx = RunContext(
-        models=model_factory(),
+        models=models(),
         layout=RunLayout(run_dir, inputs=(run_dir,)),
         roles=ModelRoles(judge=model),
         prompt_dirs=tuple(prompts_dir or ()),

@@ -17,7 +17,7 @@ from culturesim.cli.common import (
     console,
     default,
     door,
-    model_factory,
+    models,
 )
 from culturesim.models.base import DEFAULT_MODEL
 
@@ -132,7 +132,7 @@ def probe(
         },
     )
     ctx = RunContext(
-        models=model_factory(),
+        models=models(),
         layout=RunLayout.for_stage("probe", out),
         roles=ModelRoles(prober=model, answerer=answer_model),
         prompt_dirs=tuple(prompts_dir or ()),

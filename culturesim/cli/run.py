@@ -10,7 +10,7 @@ import yaml
 from rich.markup import escape
 from rich.table import Table
 
-from culturesim.cli.common import console, debug_enabled, errors, fail, model_factory
+from culturesim.cli.common import console, debug_enabled, errors, fail, models
 
 
 def run(
@@ -65,7 +65,7 @@ def run(
         raise fail(f"{config}: fix the {len(problems)} problem(s) above before running")
     if dry_run:
         return
-    ctx = context_for(settings, models=model_factory(), console=console)
+    ctx = context_for(settings, models=models(), console=console)
     layout = ctx.layout
     try:
         RunStore.open(

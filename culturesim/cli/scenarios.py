@@ -16,8 +16,7 @@ from culturesim.cli.common import (
     PromptsDirOption,
     console,
     door,
-    fail,
-    model_factory,
+    models,
 )
 from culturesim.models.base import DEFAULT_MODEL
 from culturesim.prompt_library import PromptLibrary
@@ -41,10 +40,6 @@ DirsOption = Annotated[
         help="A folder of your templates (repeatable); a template overrides a built-in by id.",
     ),
 ]
-
-
-def _fail(error: Exception) -> typer.Exit:
-    return fail(str(error))
 
 
 def _parse_vars(pairs: list[str]) -> dict[str, Any]:
@@ -184,10 +179,10 @@ def render(
         episodes = build_episodes(
             library, [template], groups, seed=seed, variables={template.id: _parse_vars(var or [])}
         )
-    except (ScenarioError, CultureFileError, ValueError) as error:
-        raise _fail(error) from error
+    except (ScenarioError, CultureFileError, ValueError):
+        raise
     if not episodes:
-        raise _fail(ValueError(f"scenario {template_id!r} does not suit culture {culture}"))
+        raise ValueError(f"scenario {template_id!r} does not suit culture {culture}")
     episode = episodes[0]
     if as_json:
         console.print_json(episode.model_dump_json())
@@ -237,9 +232,9 @@ def adapt(
         source = resolve_cultures([source_culture], known)[0]
         templates = library.select(template_ids)
         episodes = build_episodes(library, templates, [[source]], seed=seed)
-        lm = model_factory().get(model)
-    except (ScenarioError, CultureFileError, ModelError, ValueError) as error:
-        raise _fail(error) from error
+        lm = models().get(model)
+    except (ScenarioError, CultureFileError, ModelError, ValueError):
+        raise
     by_id = {t.id: t for t in templates}
     requests = [
         (by_id[e.scenario.template_id], e.scenario, e.personas, target)
@@ -318,13 +313,13 @@ def personas(
         people = [PersonaSampler().sample(target, seed + i) for i in range(count)]
         if write_backgrounds:
             people = write(
-                model_factory().get(model),
+                models().get(model),
                 people,
                 known,
                 library=PromptLibrary(prompts_dir or []),
             )
-    except (CultureFileError, ModelError, ValueError) as error:
-        raise _fail(error) from error
+    except (CultureFileError, ModelError, ValueError):
+        raise
     if as_json:
         print(json.dumps([p.model_dump(mode="json") for p in people], ensure_ascii=False, indent=1))
         return
@@ -370,7 +365,7 @@ def generate(
         listed = read_norms(norms).get(culture, [])
         if not listed:
             raise ValueError(f"{norms}: no norms for {culture}; add a '{culture}:' list")
-        lm = model_factory().get(model)
+        lm = models().get(model)
         requests = [NormRequest(target, listed[i % len(listed)], i) for i in range(count)]
         with console.status(f"writing {count} scenario(s) with {lm.model_id}"):
             outcomes = generate_from_norms(

@@ -18,7 +18,7 @@ from culturesim.cli.common import (
     default,
     door,
     errors,
-    model_factory,
+    models,
 )
 from culturesim.models.base import DEFAULT_MODEL
 
@@ -111,7 +111,7 @@ def simulate(
         key="simulate",
     )
     ctx = RunContext(
-        models=model_factory(),
+        models=models(),
         layout=RunLayout.for_stage("simulate", out),
         roles=ModelRoles(actor=model),
         prompt_dirs=tuple(prompts_dir or ()),

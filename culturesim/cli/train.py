@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from culturesim.cli.common import build_section, console, door, model_factory
+from culturesim.cli.common import build_section, console, door, models
 from culturesim.models.base import DEFAULT_MODEL
 from culturesim.training.train_stage import TrainSection
 
@@ -62,7 +62,7 @@ def train(
         },
     )
     ctx = RunContext(
-        models=model_factory(),
+        models=models(),
         layout=RunLayout(out, {"corpus": set_dir.parent, "train": out}),
         roles=ModelRoles(base=base),
         seed=seed,

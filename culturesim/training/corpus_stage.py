@@ -104,8 +104,7 @@ def run(section: CorpusSection, ctx: RunContext) -> StageResult:
     if not runs:
         raise StageFailed("corpus has no records: run simulate or probe first")
     for run_dir in runs:
-        if not (run_dir / "manifest.json").exists():
-            raise StageFailed(f"{run_dir} is not a run directory (no manifest.json)")
+        RunStore(run_dir).manifest()  # a missing or damaged manifest says so, naming the file
     a, b = (int(x) for x in section.mixture.split(":"))
     settings = CorpusSettings(
         mixture=(a, b),

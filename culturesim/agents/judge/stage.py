@@ -73,8 +73,7 @@ def run(section: JudgeSection, ctx: RunContext) -> StageResult:
     if not targets:
         raise StageFailed("judge has nothing to judge: run simulate or probe first")
     for run_dir in targets:
-        if not (run_dir / "manifest.json").exists():
-            raise StageFailed(f"{run_dir} is not a run directory (no manifest.json)")
+        RunStore(run_dir).manifest()  # a missing or damaged manifest says so, naming the file
     counts: dict[str, Any] = {}
     written: list[Path] = []
     for run_dir in targets:
