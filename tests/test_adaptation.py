@@ -167,3 +167,36 @@ def test_scenarios_cli_lists_renders_and_checks(tmp_path: Path) -> None:
     (tmp_path / "x.scenario.jinja2").write_text("---\nid: x\n---\n## setting\nhi\n")
     checked = runner.invoke(app, ["scenarios", "check", str(tmp_path)])
     assert checked.exit_code == 1 and "field 'title'" in checked.output
+
+
+def test_adapt_scenarios_saves_what_validates_and_logs_every_request(tmp_path: Path) -> None:
+    """The library workflow behind `scenarios adapt`: kept and failed requests are both in the
+    returned rows and in the append-only log; a second call appends, it does not overwrite."""
+    from culturesim.scenarios.adapt import adapt_scenarios
+
+    def reply(prompt: Prompt) -> str:
+        return (
+            "no"
+            if "noisy_neighbour" in prompt_text(prompt)
+            else adapted_reply(["borrower", "lender"])
+        )
+
+    good = source_request()
+    bad = source_request("decline_invitation")
+    rows = adapt_scenarios(
+        ScriptedModel(lambda p: adapted_reply(["borrower", "lender"])),
+        [good],
+        tmp_path,
+        max_attempts=1,
+    )
+    assert rows[0]["ok"] and Path(str(rows[0]["file"])).name == "borrow_money_jpn.scenario.jinja2"
+    failed = adapt_scenarios(ScriptedModel(lambda p: "I cannot."), [bad], tmp_path, max_attempts=2)
+    assert not failed[0]["ok"] and failed[0]["file"] == "" and len(failed[0]["replies"]) == 2  # type: ignore[arg-type]
+    log = [
+        json.loads(line) for line in (tmp_path / "adaptation_log.jsonl").read_text().splitlines()
+    ]
+    assert [(r["template_id"], r["ok"]) for r in log] == [
+        ("borrow_money", True),
+        ("decline_invitation", False),
+    ]
+    assert ScenarioLibrary([tmp_path]).get("borrow_money_jpn").cultures == ("JPN",)

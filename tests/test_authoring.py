@@ -175,3 +175,24 @@ def test_the_readme_walkthrough_runs_verbatim(tmp_path: Path) -> None:
         if expect_failure:
             assert "Traceback" not in result.stderr
             assert "'deadline' is undefined" in " ".join(result.stdout.split())
+
+
+def test_generate_scenarios_is_a_library_workflow(tmp_path: Path) -> None:
+    """What `scenarios generate` runs, called from Python: rows returned, log appended."""
+    from culturesim.scenarios.cultures import load_cultures
+    from culturesim.scenarios.norms import generate_scenarios
+
+    culture = load_cultures()["JPN"]
+    norms = ["Guests are served first.", "Shoes come off at the door."]
+    rows = generate_scenarios(
+        ScriptedModel(norm_writer), culture, norms, 3, tmp_path, max_attempts=2
+    )
+    assert [row["norm"] for row in rows] == [norms[0], norms[1], norms[0]]
+    assert all(row["ok"] and row["attempts"] == 2 for row in rows)
+    assert len(sorted(tmp_path.glob("*.scenario.jinja2"))) == 3
+    again = generate_scenarios(
+        ScriptedModel(lambda p: "no"), culture, norms, 1, tmp_path, max_attempts=1
+    )
+    assert not again[0]["ok"] and again[0]["file"] == ""
+    log = (tmp_path / "generation_log.jsonl").read_text().splitlines()
+    assert len(log) == 4, "appended, never overwritten"

@@ -251,3 +251,18 @@ def test_evaluate_wvs_end_to_end_on_smollm2(tmp_path: Path) -> None:
     assert len((out / "answer.jsonl").read_text().splitlines()) == 21
     changed = runner.invoke(app, [*args[:-1], "--mode", "sample"])
     assert changed.exit_code == 1 and "differs in: mode" in changed.output
+
+
+def test_score_answer_files_is_the_library_behind_evaluate_score(tmp_path: Path) -> None:
+    from culturesim.evaluation.published import score_answer_files
+    from culturesim.survey.questionnaire import SurveyFileError
+
+    questions, shares = write_survey(tmp_path / "survey")
+    answer = tmp_path / "answers_AAA.json"
+    answer.write_text(json.dumps([{"Q_id": "Q1", "answer": "1"}, {"Q_id": "Q2", "answer": "2"}]))
+    rows, average = score_answer_files(questions, shares, answer, country="AAA", rule="argmax")
+    assert [r["country"] for r in rows] == ["AAA"] and average == rows[0]["culturespa"]
+    with pytest.raises(SurveyFileError, match="no country code"):
+        score_answer_files(questions, shares, tmp_path / "survey" / "wvs_questions.json")
+    with pytest.raises(ValueError, match="--rule 'mode'"):
+        score_answer_files(questions, shares, answer, country="AAA", rule="mode")

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 
 from culturesim.cli.common import (
@@ -22,7 +21,6 @@ from culturesim.cli.common import (
 )
 from culturesim.evaluation.stage import EvaluateSection
 from culturesim.models.base import DEFAULT_MODEL
-from culturesim.survey.questionnaire import SurveyFileError, load_culturespa
 
 evaluate_app = typer.Typer(help="Score models against survey data.", no_args_is_help=True)
 E = EvaluateSection
@@ -52,34 +50,10 @@ def score_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Re-score existing answer files with the published CultureSPA metric."""
-    from culturesim.evaluation.published import (
-        RULES,
-        country_from_name,
-        listed_majority,
-        score_answer_file,
-    )
+    from culturesim.evaluation.published import score_answer_files
 
-    chosen = next((r for r in RULES if r == rule), None)
-    if chosen is None:
-        raise fail(f"--rule {rule!r}: use one of {', '.join(RULES)}")
-    try:
-        data = load_culturespa(questions, survey)
-        listed = listed_majority(survey) if chosen == "published" else {}
-        files = sorted(answers.glob("*.json")) if answers.is_dir() else [answers]
-        if not files:
-            raise SurveyFileError(f"{answers}: no .json answer files")
-        rows = []
-        for path in files:
-            code = country or country_from_name(path, data)
-            if code is None:
-                raise SurveyFileError(f"{path}: no country code in the file name; pass --country")
-            if code not in data.shares:
-                raise SurveyFileError(f"{code}: not in {survey} (has {', '.join(data.countries)})")
-            rows.append(score_answer_file(path, data, code, rule=chosen, gold=listed.get(code, {})))
-    except SurveyFileError as error:
-        raise fail(str(error)) from error
-    # Averaged unrounded, as the published script does (a mean of rounded scores can be 0.01 off).
-    average = round(float(np.mean([float(r["culturespa_unrounded"]) for r in rows])), 2)
+    rows, average = score_answer_files(questions, survey, answers, country=country, rule=rule)
+    chosen = rule
     if as_json:
         typer.echo(json.dumps({"rule": chosen, "rows": rows, "average": average}, indent=2))
         return

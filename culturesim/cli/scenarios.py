@@ -168,19 +168,16 @@ def render(
     culture_dirs: CultureDirOption = None,
 ) -> None:
     """Render one scenario for a culture with a sampled cast, as the engine would see it."""
-    from culturesim.scenarios.cultures import CultureFileError, load_cultures
+    from culturesim.scenarios.cultures import load_cultures
     from culturesim.scenarios.episodes import build_episodes, culture_groups
-    from culturesim.scenarios.templates import ScenarioError, ScenarioLibrary
+    from culturesim.scenarios.templates import ScenarioLibrary
 
-    try:
-        library = ScenarioLibrary(dirs or [])
-        groups = culture_groups(culture, load_cultures(culture_dirs or []))
-        template = library.get(template_id)
-        episodes = build_episodes(
-            library, [template], groups, seed=seed, variables={template.id: _parse_vars(var or [])}
-        )
-    except (ScenarioError, CultureFileError, ValueError):
-        raise
+    library = ScenarioLibrary(dirs or [])
+    groups = culture_groups(culture, load_cultures(culture_dirs or []))
+    template = library.get(template_id)
+    episodes = build_episodes(
+        library, [template], groups, seed=seed, variables={template.id: _parse_vars(var or [])}
+    )
     if not episodes:
         raise ValueError(f"scenario {template_id!r} does not suit culture {culture}")
     episode = episodes[0]
@@ -219,68 +216,46 @@ def adapt(
     prompts_dir: PromptsDirOption = None,
 ) -> None:
     """CLCA adaptation: the model rewrites each scenario for each culture; saved as templates."""
-    from culturesim.models.base import ModelError
-    from culturesim.scenarios.adapt import CultureAdapter, save_adapted
-    from culturesim.scenarios.cultures import CultureFileError, load_cultures, resolve_cultures
+    from culturesim.scenarios.adapt import adapt_scenarios
+    from culturesim.scenarios.cultures import load_cultures, resolve_cultures
     from culturesim.scenarios.episodes import build_episodes
-    from culturesim.scenarios.templates import ScenarioError, ScenarioLibrary
+    from culturesim.scenarios.templates import ScenarioLibrary
 
-    try:
-        library = ScenarioLibrary(dirs or [])
-        known = load_cultures()
-        targets = resolve_cultures(comma_list(cultures), known)
-        source = resolve_cultures([source_culture], known)[0]
-        templates = library.select(template_ids)
-        episodes = build_episodes(library, templates, [[source]], seed=seed)
-        lm = models().get(model)
-    except (ScenarioError, CultureFileError, ModelError, ValueError):
-        raise
+    library = ScenarioLibrary(dirs or [])
+    known = load_cultures()
+    targets = resolve_cultures(comma_list(cultures), known)
+    source = resolve_cultures([source_culture], known)[0]
+    templates = library.select(template_ids)
+    episodes = build_episodes(library, templates, [[source]], seed=seed)
+    lm = models().get(model)
     by_id = {t.id: t for t in templates}
     requests = [
         (by_id[e.scenario.template_id], e.scenario, e.personas, target)
         for e in episodes
         for target in targets
     ]
-    adapter = CultureAdapter(
-        lm,
-        library=PromptLibrary(prompts_dir or []),
-        max_attempts=attempts,
-        max_new_tokens=max_new_tokens,
-        seed=seed,
-    )
     with console.status(f"adapting {len(requests)} scenario(s) with {lm.model_id}"):
-        outcomes = adapter.adapt(requests)
-    table = Table("scenario", "culture", "result", "attempts", "last problem")
-    saved = 0
-    log = []
-    for (template, _, _, target), outcome in zip(requests, outcomes, strict=True):
-        if outcome.result is not None:
-            path = save_adapted(template, target, outcome.result, out)
-            saved += 1
-            status = f"saved {path.name}"
-        else:
-            status = "[red]failed[/]"
-        table.add_row(
-            template.id,
-            target.code,
-            status,
-            str(len(outcome.replies)),
-            outcome.problems[-1] if outcome.problems and not outcome.ok else "",
+        rows = adapt_scenarios(
+            lm,
+            requests,
+            out,
+            library=PromptLibrary(prompts_dir or []),
+            max_attempts=attempts,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
         )
-        log.append(
-            {
-                "template_id": template.id,
-                "culture": target.code,
-                "ok": outcome.ok,
-                "problems": outcome.problems,
-                "replies": outcome.replies,
-            }
+    table = Table("scenario", "culture", "result", "attempts", "last problem")
+    for row in rows:
+        problems = list(row["problems"])  # type: ignore[call-overload]
+        table.add_row(
+            str(row["template_id"]),
+            str(row["culture"]),
+            f"saved {Path(str(row['file'])).name}" if row["file"] else "[red]failed[/]",
+            str(len(row["replies"])),  # type: ignore[arg-type]
+            problems[-1] if problems and not row["ok"] else "",
         )
     console.print(table)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "adaptation_log.jsonl").write_text(
-        "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in log)
-    )
+    saved = sum(bool(row["file"]) for row in rows)
     console.print(
         f"{saved}/{len(requests)} adapted; replies and problems in {out}/adaptation_log.jsonl"
     )
@@ -302,24 +277,15 @@ def personas(
     prompts_dir: PromptsDirOption = None,
 ) -> None:
     """Sample personas for a culture (reproducible from the seed)."""
-    from culturesim.models.base import ModelError
-    from culturesim.scenarios.cultures import CultureFileError, load_cultures, resolve_cultures
+    from culturesim.scenarios.cultures import load_cultures, resolve_cultures
     from culturesim.scenarios.personas import PersonaSampler
     from culturesim.scenarios.personas import write_backgrounds as write
 
-    try:
-        known = load_cultures(culture_dirs or [])
-        target = resolve_cultures([culture], known)[0]
-        people = [PersonaSampler().sample(target, seed + i) for i in range(count)]
-        if write_backgrounds:
-            people = write(
-                models().get(model),
-                people,
-                known,
-                library=PromptLibrary(prompts_dir or []),
-            )
-    except (CultureFileError, ModelError, ValueError):
-        raise
+    known = load_cultures(culture_dirs or [])
+    target = resolve_cultures([culture], known)[0]
+    people = [PersonaSampler().sample(target, seed + i) for i in range(count)]
+    if write_backgrounds:
+        people = write(models().get(model), people, known, library=PromptLibrary(prompts_dir or []))
     if as_json:
         print(json.dumps([p.model_dump(mode="json") for p in people], ensure_ascii=False, indent=1))
         return
@@ -353,53 +319,28 @@ def generate(
 ) -> None:
     """Write new scenarios from social norms with a model (CLCA's norm-grounded scenarios)."""
     from culturesim.scenarios.cultures import load_cultures, resolve_cultures
-    from culturesim.scenarios.norms import (
-        NormRequest,
-        generate_from_norms,
-        read_norms,
-        save_generated,
-    )
+    from culturesim.scenarios.norms import generate_scenarios, read_norms
 
-    with door():
-        (target,) = resolve_cultures([culture], load_cultures(culture_dirs or []))
-        listed = read_norms(norms).get(culture, [])
-        if not listed:
-            raise ValueError(f"{norms}: no norms for {culture}; add a '{culture}:' list")
-        lm = models().get(model)
-        requests = [NormRequest(target, listed[i % len(listed)], i) for i in range(count)]
-        with console.status(f"writing {count} scenario(s) with {lm.model_id}"):
-            outcomes = generate_from_norms(
-                lm,
-                requests,
-                library=PromptLibrary(prompts_dir or []),
-                participants=participants,
-                max_attempts=attempts,
-                max_new_tokens=max_new_tokens,
-                seed=seed,
-            )
-        out.mkdir(parents=True, exist_ok=True)
-        log: list[dict[str, Any]] = []
-        saved = []
-        for request, outcome in zip(requests, outcomes, strict=True):
-            path = None
-            if outcome.result is not None:
-                path = save_generated(out, target, request.norm, outcome.result, request.index)
-                saved.append(path)
-            log.append(
-                {
-                    "culture": culture,
-                    "norm": request.norm,
-                    "index": request.index,
-                    "ok": path is not None,
-                    "file": str(path or ""),
-                    "attempts": len(outcome.replies),
-                    "problems": outcome.problems,
-                    "replies": outcome.replies,
-                }
-            )
-        with (out / "generation_log.jsonl").open("a", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in log)
-    tried = sum(row["attempts"] for row in log)
+    (target,) = resolve_cultures([culture], load_cultures(culture_dirs or []))
+    listed = read_norms(norms).get(culture, [])
+    if not listed:
+        raise ValueError(f"{norms}: no norms for {culture}; add a '{culture}:' list")
+    lm = models().get(model)
+    with console.status(f"writing {count} scenario(s) with {lm.model_id}"):
+        rows = generate_scenarios(
+            lm,
+            target,
+            listed,
+            count,
+            out,
+            library=PromptLibrary(prompts_dir or []),
+            participants=participants,
+            max_attempts=attempts,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+        )
+    saved = [str(row["file"]) for row in rows if row["file"]]
+    tried = sum(int(row["attempts"]) for row in rows)  # type: ignore[call-overload]
     console.print(
         f"{len(saved)} of {count} scenario(s) written ({tried} attempts in all); every attempt "
         f"is in {out}/generation_log.jsonl",

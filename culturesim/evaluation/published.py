@@ -180,3 +180,37 @@ def country_from_name(path: Path, survey: Survey) -> str | None:
     """The last country code in a file name that the survey has data for."""
     found = [m for m in COUNTRY_IN_NAME.findall(path.stem) if m in survey.shares]
     return found[-1] if found else None
+
+
+def score_answer_files(
+    questions: Path,
+    shares: Path,
+    answers: Path,
+    *,
+    country: str | None = None,
+    rule: str = "published",
+) -> tuple[list[dict[str, Any]], float]:
+    """Score an answer file, or a folder of them (one per country, named by its code), with
+    the published metric; returns a row per file and their average, taken over unrounded
+    scores as the published script does (a mean of rounded scores can be 0.01 off)."""
+    import numpy as np
+
+    from culturesim.survey.questionnaire import SurveyFileError, load_culturespa
+
+    if rule not in RULES:
+        raise ValueError(f"--rule {rule!r}: use one of {', '.join(RULES)}")
+    data = load_culturespa(questions, shares)
+    listed = listed_majority(shares) if rule == "published" else {}
+    files = sorted(answers.glob("*.json")) if answers.is_dir() else [answers]
+    if not files:
+        raise SurveyFileError(f"{answers}: no .json answer files")
+    rows = []
+    for path in files:
+        code = country or country_from_name(path, data)
+        if code is None:
+            raise SurveyFileError(f"{path}: no country code in the file name; pass --country")
+        if code not in data.shares:
+            raise SurveyFileError(f"{code}: not in {shares} (has {', '.join(data.countries)})")
+        rows.append(score_answer_file(path, data, code, rule=rule, gold=listed.get(code, {})))
+    average = round(float(np.mean([float(r["culturespa_unrounded"]) for r in rows])), 2)
+    return rows, average

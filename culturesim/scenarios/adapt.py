@@ -239,3 +239,43 @@ def save_adapted(
     path = folder / f"{source.id}_{culture.code.lower()}{SUFFIX}"
     path.write_text(adapted_template_text(source, culture, adapted), encoding="utf-8")
     return path
+
+
+def adapt_scenarios(
+    model: LanguageModel,
+    requests: Sequence[tuple[ScenarioTemplate, Scenario, Sequence[Persona], Culture]],
+    out: Path,
+    *,
+    library: PromptLibrary | None = None,
+    max_attempts: int = 3,
+    max_new_tokens: int = 700,
+    seed: int = 0,
+) -> list[dict[str, object]]:
+    """Adapt each (template, its rendered scenario and cast, target culture) and save what
+    validates as a template in `out`. Every request's outcome, kept or not, is appended to
+    `out/adaptation_log.jsonl` through the run store (fsynced, one line each) and returned."""
+    from culturesim.store import RunStore
+
+    adapter = CultureAdapter(
+        model,
+        library=library,
+        max_attempts=max_attempts,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+    )
+    outcomes = adapter.adapt(list(requests))
+    rows: list[dict[str, object]] = []
+    for (template, _, _, target), outcome in zip(requests, outcomes, strict=True):
+        path = save_adapted(template, target, outcome.result, out) if outcome.result else None
+        rows.append(
+            {
+                "template_id": template.id,
+                "culture": target.code,
+                "ok": outcome.ok,
+                "file": str(path or ""),
+                "problems": outcome.problems,
+                "replies": outcome.replies,
+            }
+        )
+    RunStore(out).append_json("adaptation_log", rows)
+    return rows

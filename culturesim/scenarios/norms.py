@@ -192,3 +192,52 @@ def save_generated(
         path.unlink()
         raise
     return path
+
+
+def generate_scenarios(
+    model: LanguageModel,
+    culture: Culture,
+    norms: Sequence[str],
+    count: int,
+    out: Path,
+    *,
+    library: PromptLibrary | None = None,
+    participants: int = 2,
+    max_attempts: int = 3,
+    max_new_tokens: int = 700,
+    seed: int = 0,
+) -> list[dict[str, object]]:
+    """Write `count` scenarios for `culture`, cycling through its norms, and save what
+    validates as templates in `out`. Every request's outcome, kept or not, is appended to
+    `out/generation_log.jsonl` through the run store (fsynced, one line each) and returned."""
+    from culturesim.store import RunStore
+
+    requests = [NormRequest(culture, norms[i % len(norms)], i) for i in range(count)]
+    outcomes = generate_from_norms(
+        model,
+        requests,
+        library=library,
+        participants=participants,
+        max_attempts=max_attempts,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+    )
+    rows: list[dict[str, object]] = []
+    for request, outcome in zip(requests, outcomes, strict=True):
+        path = None
+        if outcome.result is not None:
+            path = save_generated(out, culture, request.norm, outcome.result, request.index)
+        rows.append(
+            {
+                "culture": culture.code,
+                "norm": request.norm,
+                "index": request.index,
+                "ok": path is not None,
+                "file": str(path or ""),
+                "attempts": len(outcome.replies),
+                "problems": outcome.problems,
+                "replies": outcome.replies,
+            }
+        )
+    RunStore(out).append_json("generation_log", rows)
+    return rows
