@@ -174,13 +174,6 @@ def test_adapt_scenarios_saves_what_validates_and_logs_every_request(tmp_path: P
     returned rows and in the append-only log; a second call appends, it does not overwrite."""
     from culturesim.scenarios.adapt import adapt_scenarios
 
-    def reply(prompt: Prompt) -> str:
-        return (
-            "no"
-            if "noisy_neighbour" in prompt_text(prompt)
-            else adapted_reply(["borrower", "lender"])
-        )
-
     good = source_request()
     bad = source_request("decline_invitation")
     rows = adapt_scenarios(
