@@ -7,7 +7,7 @@ says what to do, with a non-zero exit. Nothing else in the package prints.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -20,7 +20,14 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from culturesim.context import ModelFactory, StageFailed, StageSection
+from culturesim.context import (
+    ModelFactory,
+    ModelRoles,
+    RunContext,
+    RunLayout,
+    StageFailed,
+    StageSection,
+)
 from culturesim.models.base import ModelError
 from culturesim.yamlfiles import validation_problems
 
@@ -139,6 +146,29 @@ def build_section(
 def default(cls: type[StageSection], name: str) -> str:
     """'(default: X)' for a help text, read from the section so it is written once."""
     return f"(default: {cls.default_of(name)})"
+
+
+def command_context(
+    layout: RunLayout,
+    *,
+    roles: ModelRoles | None = None,
+    prompts_dir: Sequence[Path] | None = None,
+    culture_dir: Sequence[Path] | None = None,
+    seed: int = 0,
+    retry_failed: bool = False,
+) -> RunContext:
+    """The run context of one command: its folders, the invocation's models, the user's prompt
+    and culture folders; what `culturesim run` builds from a config, built from options."""
+    return RunContext(
+        layout=layout,
+        models=models(),
+        roles=roles or ModelRoles(),
+        prompt_dirs=tuple(prompts_dir or ()),
+        culture_dirs=tuple(culture_dir or ()),
+        seed=seed,
+        retry_failed=retry_failed,
+        console=console,
+    )
 
 
 def say(text: str) -> None:

@@ -12,10 +12,9 @@ from culturesim.cli.common import (
     CultureDirOption,
     PromptsDirOption,
     build_section,
+    command_context,
     console,
     default,
-    door,
-    models,
 )
 from culturesim.training.corpus_stage import CorpusSection
 
@@ -56,7 +55,7 @@ def corpus(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Build CLCA views, CultureSPA sets (joint and per culture) and DPO pairs."""
-    from culturesim.context import RunContext, RunLayout
+    from culturesim.context import RunLayout
     from culturesim.training.corpus_stage import run
 
     section = build_section(
@@ -75,16 +74,13 @@ def corpus(
             "answer_prefix": answer_prefix,
         },
     )
-    ctx = RunContext(
-        models=models(),
-        layout=RunLayout.for_stage("corpus", out, inputs=runs),
-        prompt_dirs=tuple(prompts_dir or ()),
-        culture_dirs=tuple(culture_dir or ()),
+    ctx = command_context(
+        RunLayout.for_stage("corpus", out, inputs=runs),
+        prompts_dir=prompts_dir,
+        culture_dir=culture_dir,
         seed=seed,
-        console=console,
     )
-    with door():
-        result = run(section, ctx)
+    result = run(section, ctx)
     table = Table("set", "train", "validation", title="Corpus")
     for name, counts in result.counts.items():
         if name != "removed":

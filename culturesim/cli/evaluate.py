@@ -12,6 +12,7 @@ from culturesim.cli.common import (
     CultureDirOption,
     PromptsDirOption,
     build_section,
+    command_context,
     console,
     default,
     door,
@@ -119,7 +120,7 @@ def wvs_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Evaluate one or more models (or adapters) on a survey, per culture, side by side."""
-    from culturesim.context import RunContext, RunLayout
+    from culturesim.context import RunLayout
     from culturesim.evaluation.scoring import CultureResult
     from culturesim.evaluation.stage import Variant, run
     from culturesim.evaluation.tables import print_table
@@ -152,16 +153,13 @@ def wvs_command(
             ],
         },
     )
-    ctx = RunContext(
-        models=models(),
-        layout=RunLayout(out, {"evaluate": out, "survey": out}),
-        prompt_dirs=tuple(prompts_dir or ()),
-        culture_dirs=tuple(culture_dir or ()),
+    ctx = command_context(
+        RunLayout(out, {"evaluate": out, "survey": out}),
+        prompts_dir=prompts_dir,
+        culture_dir=culture_dir,
         seed=seed,
-        console=console,
     )
-    with door():
-        result = run(section, ctx)
+    result = run(section, ctx)
     data = json.loads((out / "results.json").read_text())
     guard_rows = json.loads((out / "guard.json").read_text()) if guard else []
     if as_json:

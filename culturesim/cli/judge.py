@@ -14,10 +14,10 @@ from culturesim.cli.common import (
     ModelHelp,
     PromptsDirOption,
     build_section,
+    command_context,
     console,
     door,
     fail,
-    models,
 )
 from culturesim.models.base import DEFAULT_MODEL
 
@@ -62,7 +62,7 @@ def judge(
 ) -> None:
     """Judge a run's dialogues (CLCA's three calls) and instances; write verdicts and decisions."""
     from culturesim.agents.judge.stage import decide_from_verdicts, run
-    from culturesim.context import ModelRoles, RunContext, RunLayout
+    from culturesim.context import ModelRoles, RunLayout
 
     if not (run_dir / "manifest.json").exists():
         raise fail(f"{run_dir} is not a run directory (no manifest.json)")
@@ -81,13 +81,11 @@ def judge(
             "rubrics_dirs": [str(p) for p in rubrics_dir] if rubrics_dir else None,
         },
     )
-    ctx = RunContext(
-        models=models(),
-        layout=RunLayout(run_dir, inputs=(run_dir,)),
+    ctx = command_context(
+        RunLayout(run_dir, inputs=(run_dir,)),
         roles=ModelRoles(judge=model),
-        prompt_dirs=tuple(prompts_dir or ()),
-        culture_dirs=tuple(culture_dir or ()),
-        console=console,
+        prompts_dir=prompts_dir,
+        culture_dir=culture_dir,
     )
     with door():
         report = (

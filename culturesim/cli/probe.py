@@ -14,10 +14,9 @@ from culturesim.cli.common import (
     ModelHelp,
     PromptsDirOption,
     build_section,
+    command_context,
     console,
     default,
-    door,
-    models,
 )
 from culturesim.models.base import DEFAULT_MODEL
 
@@ -103,7 +102,7 @@ def probe(
 ) -> None:
     """Generate questions per topic, answer them culture-unaware and culture-aware, detect instances."""
     from culturesim.agents.prober.stage import run
-    from culturesim.context import ModelRoles, RunContext, RunLayout
+    from culturesim.context import ModelRoles, RunLayout
 
     section = build_section(
         ProbeSection,
@@ -131,17 +130,14 @@ def probe(
             "batch_size": batch_size,
         },
     )
-    ctx = RunContext(
-        models=models(),
-        layout=RunLayout.for_stage("probe", out),
+    ctx = command_context(
+        RunLayout.for_stage("probe", out),
         roles=ModelRoles(prober=model, answerer=answer_model),
-        prompt_dirs=tuple(prompts_dir or ()),
-        culture_dirs=tuple(culture_dir or ()),
+        prompts_dir=prompts_dir,
+        culture_dir=culture_dir,
         seed=seed,
-        console=console,
     )
-    with door():
-        result = run(section, ctx)
+    result = run(section, ctx)
     c = result.counts
     table = Table("topic", "requested", "kept", "rejected (by reason)", title="Question generation")
     for name, s in c["topics"].items():

@@ -14,11 +14,11 @@ from culturesim.cli.common import (
     ModelHelp,
     PromptsDirOption,
     build_section,
+    command_context,
     console,
     default,
     door,
     errors,
-    models,
 )
 from culturesim.models.base import DEFAULT_MODEL
 
@@ -85,7 +85,7 @@ def simulate(
 ) -> None:
     """Simulate conversations between persona agents; write Episode and Dialogue records."""
     from culturesim.agents.roleplay.stage import run
-    from culturesim.context import ModelRoles, RunContext, RunLayout
+    from culturesim.context import ModelRoles, RunLayout
 
     section = build_section(
         SimulateSection,
@@ -110,14 +110,12 @@ def simulate(
         config,
         key="simulate",
     )
-    ctx = RunContext(
-        models=models(),
-        layout=RunLayout.for_stage("simulate", out),
+    ctx = command_context(
+        RunLayout.for_stage("simulate", out),
         roles=ModelRoles(actor=model),
-        prompt_dirs=tuple(prompts_dir or ()),
+        prompts_dir=prompts_dir,
         seed=seed,
         retry_failed=retry_failed,
-        console=console,
     )
     try:
         with door():

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from culturesim.cli.common import build_section, console, door, models
+from culturesim.cli.common import build_section, command_context, console
 from culturesim.models.base import DEFAULT_MODEL
 from culturesim.training.train_stage import TrainSection
 
@@ -39,7 +39,7 @@ def train(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Fine-tune LoRA adapters on a corpus set; rerun the same command to resume."""
-    from culturesim.context import ModelRoles, RunContext, RunLayout
+    from culturesim.context import ModelRoles, RunLayout
     from culturesim.training.train_stage import run
 
     section = build_section(
@@ -61,15 +61,12 @@ def train(
             "qlora": qlora,
         },
     )
-    ctx = RunContext(
-        models=models(),
-        layout=RunLayout(out, {"corpus": set_dir.parent, "train": out}),
+    ctx = command_context(
+        RunLayout(out, {"corpus": set_dir.parent, "train": out}),
         roles=ModelRoles(base=base),
         seed=seed,
-        console=console,
     )
-    with door():
-        result = run(section, ctx)
+    result = run(section, ctx)
     table = Table("adapter", "culture", "steps", "train loss", "eval loss", "tokens/s", "seconds")
     for culture, a in result.counts["adapters"].items():
         table.add_row(

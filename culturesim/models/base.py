@@ -58,6 +58,12 @@ class GenerationParams:
         return data
 
 
+Params = GenerationParams | Sequence[GenerationParams]
+"""One setting for every prompt of a batch, or one per prompt."""
+GREEDY = GenerationParams()
+"""The default: greedy decoding of up to 128 tokens."""
+
+
 @dataclass(frozen=True)
 class Completion:
     """One generated completion and what it cost."""
@@ -78,11 +84,7 @@ class LanguageModel(Protocol):
         """A stable name for the weights behind this model (used in cache keys and records)."""
         ...
 
-    def generate(
-        self,
-        prompts: Sequence[Prompt],
-        params: GenerationParams | Sequence[GenerationParams] = GenerationParams(),
-    ) -> list[Completion]:
+    def generate(self, prompts: Sequence[Prompt], params: Params = GREEDY) -> list[Completion]:
         """One completion per prompt; `params` is shared or given per prompt."""
         ...
 

@@ -26,9 +26,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from culturesim.models.base import (
+    GREEDY,
     Completion,
     GenerationParams,
     LanguageModel,
+    Params,
     Prompt,
     Stopped,
     check_candidates,
@@ -118,11 +120,7 @@ class Batcher:
 
     # ------------------------------------------------------------------ the LanguageModel protocol
 
-    def generate(
-        self,
-        prompts: Sequence[Prompt],
-        params: GenerationParams | Sequence[GenerationParams] = GenerationParams(),
-    ) -> list[Completion]:
+    def generate(self, prompts: Sequence[Prompt], params: Params = GREEDY) -> list[Completion]:
         settings = per_prompt_params(params, len(prompts))
         futures = [self.submit_generate(p, s) for p, s in zip(prompts, settings, strict=True)]
         return [f.result() for f in futures]

@@ -17,9 +17,10 @@ from pathlib import Path
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from culturesim.models.base import (
+    GREEDY,
     Completion,
-    GenerationParams,
     LanguageModel,
+    Params,
     Prompt,
     check_candidates,
     per_prompt_params,
@@ -105,11 +106,7 @@ class CachedModel:
             self._db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?)", items)
             self._db.commit()
 
-    def generate(
-        self,
-        prompts: Sequence[Prompt],
-        params: GenerationParams | Sequence[GenerationParams] = GenerationParams(),
-    ) -> list[Completion]:
+    def generate(self, prompts: Sequence[Prompt], params: Params = GREEDY) -> list[Completion]:
         settings = per_prompt_params(params, len(prompts))
         keys = [
             self._key("generate", p, s.as_dict()) for p, s in zip(prompts, settings, strict=True)

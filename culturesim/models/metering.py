@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from culturesim.models.base import (
+    GREEDY,
     Completion,
-    GenerationParams,
     LanguageModel,
+    Params,
     Prompt,
     find_in_chain,
 )
@@ -51,11 +52,7 @@ class MeteredModel:
     def model_id(self) -> str:
         return self.inner.model_id
 
-    def generate(
-        self,
-        prompts: Sequence[Prompt],
-        params: GenerationParams | Sequence[GenerationParams] = GenerationParams(),
-    ) -> list[Completion]:
+    def generate(self, prompts: Sequence[Prompt], params: Params = GREEDY) -> list[Completion]:
         start = time.perf_counter()
         outputs = self.inner.generate(prompts, params)
         elapsed = time.perf_counter() - start

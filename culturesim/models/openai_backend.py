@@ -39,10 +39,12 @@ from typing import Any, TypeVar
 import openai
 
 from culturesim.models.base import (
+    GREEDY,
     Completion,
     EngineDied,
     GenerationParams,
     ModelError,
+    Params,
     Prompt,
     ScoringUnsupported,
     check_candidates,
@@ -214,11 +216,7 @@ class OpenAIModel:
 
     # ------------------------------------------------------------------ generate
 
-    def generate(
-        self,
-        prompts: Sequence[Prompt],
-        params: GenerationParams | Sequence[GenerationParams] = GenerationParams(),
-    ) -> list[Completion]:
+    def generate(self, prompts: Sequence[Prompt], params: Params = GREEDY) -> list[Completion]:
         settings = per_prompt_params(params, len(prompts))
         completions = self._run(self.agenerate_many(prompts, settings))
         return completions

@@ -12,9 +12,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from culturesim.models.base import (
+    GREEDY,
     Completion,
     GenerationParams,
     LanguageModel,
+    Params,
     Prompt,
     per_prompt_params,
 )
@@ -73,11 +75,7 @@ class RayModelPool:
     def model_id(self) -> str:
         return self._model_id
 
-    def generate(
-        self,
-        prompts: Sequence[Prompt],
-        params: GenerationParams | Sequence[GenerationParams] = GenerationParams(),
-    ) -> list[Completion]:
+    def generate(self, prompts: Sequence[Prompt], params: Params = GREEDY) -> list[Completion]:
         settings = per_prompt_params(params, len(prompts))
         parts = _slices(len(prompts), len(self.replicas))
         futures = [

@@ -48,10 +48,11 @@ from tenacity import (
 from tenacity.stop import stop_base
 
 from culturesim.models.base import (
+    GREEDY,
     Completion,
-    GenerationParams,
     LanguageModel,
     ModelError,
+    Params,
     Prompt,
     wrapper_chain,
 )
@@ -238,11 +239,7 @@ class RetryingModel:
 
     # ------------------------------------------------------------------ the protocol
 
-    def generate(
-        self,
-        prompts: Sequence[Prompt],
-        params: GenerationParams | Sequence[GenerationParams] = GenerationParams(),
-    ) -> list[Completion]:
+    def generate(self, prompts: Sequence[Prompt], params: Params = GREEDY) -> list[Completion]:
         if self._per_request:  # the backend retries each request through _retry_async
             return self.inner.generate(prompts, params)
         return self._retry_sync(self.inner.generate, prompts, params)

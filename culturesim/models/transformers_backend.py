@@ -31,8 +31,10 @@ from transformers import (
 )
 
 from culturesim.models.base import (
+    GREEDY,
     Completion,
     GenerationParams,
+    Params,
     Prompt,
     Stopped,
     check_candidates,
@@ -305,11 +307,7 @@ class TransformersModel:
 
     # ------------------------------------------------------------------ generate
 
-    def generate(
-        self,
-        prompts: Sequence[Prompt],
-        params: GenerationParams | Sequence[GenerationParams] = GenerationParams(),
-    ) -> list[Completion]:
+    def generate(self, prompts: Sequence[Prompt], params: Params = GREEDY) -> list[Completion]:
         """Completions for the prompts. They decode in the model's one running batch (see
         `engine`), together with whatever other threads are generating now."""
         settings = per_prompt_params(params, len(prompts))

@@ -29,11 +29,12 @@ from pathlib import Path
 import httpx
 
 from culturesim.models.base import (
+    GREEDY,
     Completion,
     EngineDied,
-    GenerationParams,
     LanguageModel,
     ModelError,
+    Params,
     Prompt,
 )
 from culturesim.models.vllm_launch import (
@@ -313,11 +314,7 @@ class VLLMModel:
     def reproducibility(self) -> str:
         return self.server.plan.reproducibility
 
-    def generate(
-        self,
-        prompts: Sequence[Prompt],
-        params: GenerationParams | Sequence[GenerationParams] = GenerationParams(),
-    ) -> list[Completion]:
+    def generate(self, prompts: Sequence[Prompt], params: Params = GREEDY) -> list[Completion]:
         return self.inner.generate(prompts, params)
 
     def score(
