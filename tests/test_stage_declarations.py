@@ -120,3 +120,27 @@ def test_training_targets_and_scoring_must_agree_on_the_answer_prefix(tmp_path: 
     refused = runner.invoke(app, ["run", str(config), "--dry-run"])
     assert refused.exit_code == 1 and "answer_prefix" in refused.output
     assert "Traceback" not in refused.output
+
+
+def test_the_answer_prefix_can_be_given_once_for_every_stage(tmp_path: Path) -> None:
+    config = parse_run_config(
+        {
+            "out": "x",
+            "answer_prefix": "Answer: ",
+            "teacher": {"survey_dir": str(tmp_path)},
+            "corpus": {"targets": "soft"},
+            "evaluate": {"survey_dir": str(tmp_path)},
+        }
+    )
+    assert {config.section(s).answer_prefix for s in ("teacher", "corpus", "evaluate")} == {
+        "Answer: "
+    }
+    with pytest.raises(ValueError, match="answer_prefix"):
+        parse_run_config(
+            {
+                "out": "x",
+                "answer_prefix": "Answer: ",
+                "teacher": {"survey_dir": str(tmp_path), "answer_prefix": "The answer is "},
+                "evaluate": {"survey_dir": str(tmp_path)},
+            }
+        )

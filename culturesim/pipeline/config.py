@@ -45,15 +45,32 @@ class RunConfig(BaseModel):
     retry_failed: bool = Field(
         default=False, description="set by `run --retry-failed`: rerun failed dialogues"
     )
+    answer_prefix: str | None = Field(
+        default=None,
+        description="the assistant's opening before an option label, for every stage that "
+        "writes or scores one (teacher, corpus, evaluate) unless its section sets its own",
+    )
 
     @model_validator(mode="before")
     @classmethod
-    def _switches(cls, data: Any) -> Any:
-        """`report: true|false` switches an always-on stage on or off (its section: defaults)."""
-        if isinstance(data, dict):
-            for stage in declared_stages():
-                if stage.always and isinstance(data.get(stage.name), bool):
-                    data = {**data, stage.name: {} if data[stage.name] else None}
+    def _switches_and_shared_values(cls, data: Any) -> Any:
+        """`report: true|false` switches an always-on stage on or off (its section: defaults);
+        a top-level `answer_prefix` is every stage's that has the setting and leaves it out."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        shared = data.get("answer_prefix")
+        for stage in declared_stages():
+            if stage.always and isinstance(data.get(stage.name), bool):
+                data[stage.name] = {} if data[stage.name] else None
+            section = data.get(stage.name)
+            if (
+                shared is not None
+                and isinstance(section, dict)
+                and "answer_prefix" in stage.section.model_fields
+                and "answer_prefix" not in section
+            ):
+                data[stage.name] = {**section, "answer_prefix": shared}
         return data
 
     @model_validator(mode="after")
@@ -89,7 +106,8 @@ class RunConfig(BaseModel):
         data = self.model_dump(mode="json", exclude={"retry_failed", *names})
         for name in sorted(names):
             section = self.section(name)
-            data[name] = section.identity() if isinstance(section, StageSection) else None
+            if isinstance(section, StageSection):
+                data[name] = section.identity()
         return data
 
 
