@@ -12,6 +12,10 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Messages name files under pytest's temporary folder, whose path length differs between
+# machines and runners; a console as wide as a long line keeps the terminal from wrapping a
+# path in two, so what a test reads does not depend on where its temporary folder lies.
+os.environ["COLUMNS"] = "250"
 
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
