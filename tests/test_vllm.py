@@ -37,6 +37,7 @@ from culturesim.survey.administer import DEFAULT_ANSWER_PREFIX, SurveyPrompter
 from culturesim.survey.questionnaire import load_survey_dir
 from tests.conftest import SHARED_WVS
 from tests.evaluation_fixtures import write_survey
+from tests.processes import descendants
 
 pytestmark = pytest.mark.slow
 
@@ -284,25 +285,8 @@ def test_every_stage_runs_through_vllm(
 # ---------------------------------------------------------------- a dead engine, then resume
 
 
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    found, queue = [], [pid]
-    while queue:
-        for child in children.get(queue.pop(), []):
-            found.append(child)
-            queue.append(child)
-    return found
-
-
 def _api_server(pid: int) -> int | None:
-    for child in _descendants(pid):
+    for child in descendants(pid):
         try:
             command = (Path("/proc") / str(child) / "cmdline").read_bytes().split(b"\0")
         except OSError:
@@ -357,7 +341,7 @@ def test_a_killed_engine_is_reported_once_keeps_what_was_written_and_resumes(
     assert 1 <= len(written) < 6, "killed after the first and before the last dialogue"
     failed = tmp_path / "run" / "simulate" / "failed.jsonl"
     assert _lines(failed) == [], "a dead engine fails no dialogue: they all run on resume"
-    assert not _descendants(process.pid)
+    assert not descendants(process.pid)
     logs = list((tmp_path / "run" / "logs").glob("vllm-*.log"))
     assert len(logs) == 1, "the server's log is kept with the run"
 

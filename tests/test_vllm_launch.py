@@ -18,6 +18,7 @@ from culturesim.models.base import ModelError
 from culturesim.models.registry import parse_openai_spec
 from culturesim.models.vllm_launch import launch_plan, parse_vllm_spec, vllm_python
 from culturesim.models.vllm_server import cause_from_log, exit_status
+from tests.processes import descendants
 
 
 def test_spec_options_split_into_server_flags_launch_settings_and_client_settings(
@@ -131,23 +132,6 @@ def test_exit_statuses_read_as_words() -> None:
     assert exit_status(1) == "exit status 1"
 
 
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    found, queue = [], [pid]
-    while queue:
-        for child in children.get(queue.pop(), []):
-            found.append(child)
-            queue.append(child)
-    return found
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -182,7 +166,7 @@ def test_the_guard_stops_the_server_and_its_children_when_culturesim_is_killed(
     while not (pids.exists() and pids.read_text()) and time.monotonic() < deadline:
         time.sleep(0.1)
     started = [int(p) for p in pids.read_text().split()]
-    guard = [p for p in _descendants(culturesim.pid) if p not in started]
+    guard = [p for p in descendants(culturesim.pid) if p not in started]
     assert all(_alive(p) for p in started) and guard
     culturesim.send_signal(signal.SIGKILL)
     culturesim.wait()
