@@ -212,3 +212,141 @@ def test_the_manifest_says_what_reproducibility_each_model_gives(
     RunStore.open(tmp_path / "run", {"a": 1}, notes=notes)
     assert RunStore(tmp_path / "run").manifest()["reproducibility"] == notes["reproducibility"]
     RunStore.open(tmp_path / "run", {"a": 1}, notes={"reproducibility": {}})  # not compared
+
+
+# ------------------------------------------- the server's lifetime, with a stand-in for vLLM
+
+FAKE_API_SERVER = textwrap.dedent(
+    """\
+    '''A stand-in for vLLM's API server: the same module path and flags, no engine.'''
+    import json, os, sys, time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    port = int(sys.argv[sys.argv.index("--port") + 1])
+    open(os.environ["FAKE_VLLM_PIDFILE"], "w").write(str(os.getpid()))
+    if os.environ["FAKE_VLLM_MODE"] == "silent":  # starts, never answers /health
+        time.sleep(600)
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _send(self, code, body):
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            self._send(200 if self.path == "/health" else 404, {})
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if self.path != "/v1/chat/completions":
+                return self._send(404, {"detail": "Not Found"})
+            open(os.environ["FAKE_VLLM_PIDFILE"] + ".asked", "w").write("asked")
+            if os.environ["FAKE_VLLM_MODE"] == "hang":  # a request still in flight at Ctrl-C
+                time.sleep(600)
+            message = {"role": "assistant", "content": "Paris"}
+            self._send(200, {
+                "id": "x", "object": "chat.completion", "created": 0, "model": "tiny",
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
+            })
+
+    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+    """
+)
+
+
+CHAT = [sys.executable, "-m", "culturesim.cli", "chat", "--model", "vllm:tiny", "Capital?"]
+
+
+def _fake_vllm(tmp_path: Path, mode: str) -> tuple[dict[str, str], Path]:
+    """An environment in which `python -m vllm.entrypoints.openai.api_server` is the stand-in."""
+    root = tmp_path / "fake"
+    package = root / "vllm" / "entrypoints" / "openai"
+    package.mkdir(parents=True)
+    for folder in (root / "vllm", root / "vllm" / "entrypoints", package):
+        (folder / "__init__.py").write_text("")
+    (package / "api_server.py").write_text(FAKE_API_SERVER)
+    pidfile = tmp_path / "server.pid"
+    env = {
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+        "FAKE_VLLM_MODE": mode,
+        "FAKE_VLLM_PIDFILE": str(pidfile),
+        "CULTURESIM_CACHE": str(tmp_path / "cache"),
+        "CULTURESIM_VLLM_PYTHON": sys.executable,
+    }
+    return env, pidfile
+
+
+def _wait_for(path: Path, seconds: float = 120) -> None:
+    """Wait for a file a child writes; the limit only ends a hung test, it times nothing."""
+    deadline = time.monotonic() + seconds
+    while not (path.exists() and path.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert path.exists() and path.read_text(), f"{path.name} was never written"
+
+
+def _gone(pid: int, seconds: float = 60) -> bool:
+    deadline = time.monotonic() + seconds
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not _alive(pid)
+
+
+def test_a_server_that_never_answers_health_is_stopped_and_the_timeout_says_what_to_change(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from culturesim.models.vllm_server import VLLMServer
+
+    env, pidfile = _fake_vllm(tmp_path, "silent")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(vllm_launch, "_IMPORTABLE", {})
+    server = VLLMServer(parse_vllm_spec("vllm:tiny?startup_timeout=2"), log_dir=tmp_path / "logs")
+    with pytest.raises(ModelError) as caught:
+        server.start()
+    message = str(caught.value)
+    assert f"did not answer {server.url}/health within 2 s" in message
+    assert "startup_timeout=SECONDS" in message and str(server.log_path) in message
+    _wait_for(pidfile)
+    assert _gone(int(pidfile.read_text())), "a server that timed out is not left running"
+    assert server.log_path.read_text().startswith(f"$ {sys.executable} -m {vllm_launch.API_MODULE}")
+
+
+def test_the_server_is_stopped_when_the_command_ends(tmp_path: Path) -> None:
+    env, pidfile = _fake_vllm(tmp_path, "serve")
+    done = subprocess.run(
+        CHAT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("Paris")
+    assert "vLLM serves tiny at http://127.0.0.1:" in done.stderr
+    assert _gone(int(pidfile.read_text())), "the server outlived the command"
+
+
+def test_ctrl_c_stops_the_server_with_a_request_in_flight(tmp_path: Path) -> None:
+    env, pidfile = _fake_vllm(tmp_path, "hang")
+    process = subprocess.Popen(
+        CHAT,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # a background job inherits SIGINT as ignored; a terminal's Ctrl-C finds the default
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    _wait_for(Path(f"{pidfile}.asked"))
+    server_pid = int(pidfile.read_text())
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode != 0
+    assert _gone(server_pid), f"the server outlived Ctrl-C: {stderr}"
