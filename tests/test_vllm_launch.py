@@ -307,13 +307,21 @@ def test_a_server_that_never_answers_health_is_stopped_and_the_timeout_says_what
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setattr(vllm_launch, "_IMPORTABLE", {})
+    # The first health check waits until the stand-in runs, so the timeout always finds a
+    # running server to stop, however slowly a busy machine starts it.
+    real_healthy = VLLMServer.healthy
+
+    def healthy_once_running(self: VLLMServer) -> bool:
+        _wait_for(pidfile)
+        return real_healthy(self)
+
+    monkeypatch.setattr(VLLMServer, "healthy", healthy_once_running)
     server = VLLMServer(parse_vllm_spec("vllm:tiny?startup_timeout=2"), log_dir=tmp_path / "logs")
     with pytest.raises(ModelError) as caught:
         server.start()
     message = str(caught.value)
     assert f"did not answer {server.url}/health within 2 s" in message
     assert "startup_timeout=SECONDS" in message and str(server.log_path) in message
-    _wait_for(pidfile)
     assert _gone(int(pidfile.read_text())), "a server that timed out is not left running"
     assert server.log_path.read_text().startswith(f"$ {sys.executable} -m {vllm_launch.API_MODULE}")
 
